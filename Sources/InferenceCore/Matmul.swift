@@ -1,0 +1,169 @@
+import COpenBLAS
+
+// Matrix multiply, the hot path of the whole engine.
+//
+// Layout (written once, used everywhere):
+//   A  activations  [M, K] row-major, one row per token row of the batch
+//   W  weight       [N, K] row-major, exactly as HF stores a Linear weight ([out, in])
+//   C  output       [M, N] row-major
+//   C = A · Wᵀ      — BLAS: cblas_sgemm(RowMajor, NoTrans, Trans, M, N, K, 1, A, K, W, K, 0, C, N)
+//
+// Two paths (DESIGN §2):
+//  - `.streaming`: our weight-streaming SIMD kernel, for decode and verify (1–16 rows, and trees). Each weight
+//    tile is read from memory once for all rows. Every output C[m, n] is computed the same way whatever M is:
+//    one SIMD16 accumulator per (m, n), fused multiply-adds over K in order, one horizontal sum, then the
+//    scalar tail. So a row's result never depends on the batch (batch invariance).
+//  - `.blas`: OpenBLAS sgemm, for prompt prefill, where M is large and the weights are reused M times.
+//  `.gemvPerRow` exists for the kernel benchmark only (it is what sgemv-based engines do per verify row).
+
+public enum MatmulPath: String, Sendable, CaseIterable {
+    case streaming
+    case blas
+    case gemvPerRow
+}
+
+/// Runs at most this many threads of OpenBLAS (it keeps its own pool); set once at start-up.
+public func setBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+
+/// C[M, N] = A[M, K] · W[N, K]ᵀ.
+public func matmul(
+    _ a: UnsafePointer<Float>, rows m: Int, weight: Tensor, into c: UnsafeMutablePointer<Float>,
+    path: MatmulPath = .streaming, pool: WorkerPool = .shared
+) {
+    let n = weight.rows, k = weight.columns
+    guard m > 0, n > 0 else { return }
+    switch path {
+    case .streaming:
+        // Tiles of 16 outputs keep each thread's share on whole cache lines of C.
+        pool.parallelFor(n, alignment: 16) { range in
+            streamingMatmul(a, m: m, k: k, weight: weight.data, outputs: range, c: c, ldc: n)
+        }
+    case .blas:
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
+                    1, a, Int32(k), weight.data, Int32(k), 0, c, Int32(n))
+    case .gemvPerRow:
+        for r in 0..<m {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), 1, weight.data, Int32(k),
+                        a + r * k, 1, 0, c + r * n, 1)
+        }
+    }
+}
+
+typealias Vec = SIMD16<Float>
+let vecWidth = 16
+
+@inline(__always)
+private func load(_ p: UnsafePointer<Float>) -> Vec {
+    UnsafeRawPointer(p).loadUnaligned(as: Vec.self)
+}
+
+/// The scalar part of K beyond the last whole vector, added after the horizontal sum (same order for all M).
+@inline(__always)
+private func tail(_ a: UnsafePointer<Float>, _ w: UnsafePointer<Float>, from start: Int, to k: Int) -> Float {
+    var s: Float = 0
+    var i = start
+    while i < k { s = s.addingProduct(a[i], w[i]); i += 1 }
+    return s
+}
+
+/// Outputs `outputs` of C for all M rows: for each tile of 4 weight rows (read from memory once, then from L1),
+/// every block of 4 activation rows, then the remaining rows one at a time.
+@inline(__always)
+private func streamingMatmul(
+    _ a: UnsafePointer<Float>, m: Int, k: Int, weight: UnsafePointer<Float>, outputs: Range<Int>,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    let kv = k - k % vecWidth
+    var n = outputs.lowerBound
+    while n + 4 <= outputs.upperBound {
+        let w = weight + n * k
+        var r = 0
+        while r + 4 <= m {
+            kernel4x4(a + r * k, k: k, kv: kv, w: w, c: c + r * ldc + n, ldc: ldc)
+            r += 4
+        }
+        while r < m {
+            kernel1x4(a + r * k, k: k, kv: kv, w: w, c: c + r * ldc + n)
+            r += 1
+        }
+        n += 4
+    }
+    while n < outputs.upperBound {
+        let w = weight + n * k
+        for r in 0..<m {
+            kernel1x1(a + r * k, k: k, kv: kv, w: w, c: c + r * ldc + n)
+        }
+        n += 1
+    }
+}
+
+@inline(__always)
+private func kernel4x4(
+    _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    let a0 = a, a1 = a + k, a2 = a + 2 * k, a3 = a + 3 * k
+    let w0 = w, w1 = w + k, w2 = w + 2 * k, w3 = w + 3 * k
+    var c00 = Vec(), c01 = Vec(), c02 = Vec(), c03 = Vec()
+    var c10 = Vec(), c11 = Vec(), c12 = Vec(), c13 = Vec()
+    var c20 = Vec(), c21 = Vec(), c22 = Vec(), c23 = Vec()
+    var c30 = Vec(), c31 = Vec(), c32 = Vec(), c33 = Vec()
+    var p = 0
+    while p < kv {
+        let x0 = load(w0 + p), x1 = load(w1 + p), x2 = load(w2 + p), x3 = load(w3 + p)
+        let y0 = load(a0 + p)
+        c00 = c00.addingProduct(y0, x0); c01 = c01.addingProduct(y0, x1)
+        c02 = c02.addingProduct(y0, x2); c03 = c03.addingProduct(y0, x3)
+        let y1 = load(a1 + p)
+        c10 = c10.addingProduct(y1, x0); c11 = c11.addingProduct(y1, x1)
+        c12 = c12.addingProduct(y1, x2); c13 = c13.addingProduct(y1, x3)
+        let y2 = load(a2 + p)
+        c20 = c20.addingProduct(y2, x0); c21 = c21.addingProduct(y2, x1)
+        c22 = c22.addingProduct(y2, x2); c23 = c23.addingProduct(y2, x3)
+        let y3 = load(a3 + p)
+        c30 = c30.addingProduct(y3, x0); c31 = c31.addingProduct(y3, x1)
+        c32 = c32.addingProduct(y3, x2); c33 = c33.addingProduct(y3, x3)
+        p += vecWidth
+    }
+    store4(c, a0, k: k, kv: kv, w: w, c00, c01, c02, c03)
+    store4(c + ldc, a1, k: k, kv: kv, w: w, c10, c11, c12, c13)
+    store4(c + 2 * ldc, a2, k: k, kv: kv, w: w, c20, c21, c22, c23)
+    store4(c + 3 * ldc, a3, k: k, kv: kv, w: w, c30, c31, c32, c33)
+}
+
+/// Finishes one row's 4 outputs: horizontal sums, then the scalar tail of K.
+@inline(__always)
+private func store4(
+    _ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>,
+    _ v0: Vec, _ v1: Vec, _ v2: Vec, _ v3: Vec
+) {
+    out[0] = v0.sum() + tail(a, w, from: kv, to: k)
+    out[1] = v1.sum() + tail(a, w + k, from: kv, to: k)
+    out[2] = v2.sum() + tail(a, w + 2 * k, from: kv, to: k)
+    out[3] = v3.sum() + tail(a, w + 3 * k, from: kv, to: k)
+}
+
+@inline(__always)
+private func kernel1x4(
+    _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>
+) {
+    let w0 = w, w1 = w + k, w2 = w + 2 * k, w3 = w + 3 * k
+    var c0 = Vec(), c1 = Vec(), c2 = Vec(), c3 = Vec()
+    var p = 0
+    while p < kv {
+        let y = load(a + p)
+        c0 = c0.addingProduct(y, load(w0 + p)); c1 = c1.addingProduct(y, load(w1 + p))
+        c2 = c2.addingProduct(y, load(w2 + p)); c3 = c3.addingProduct(y, load(w3 + p))
+        p += vecWidth
+    }
+    store4(c, a, k: k, kv: kv, w: w, c0, c1, c2, c3)
+}
+
+@inline(__always)
+private func kernel1x1(
+    _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>
+) {
+    var acc = Vec()
+    var p = 0
+    while p < kv { acc = acc.addingProduct(load(a + p), load(w + p)); p += vecWidth }
+    c[0] = acc.sum() + tail(a, w, from: kv, to: k)
+}

@@ -1,0 +1,92 @@
+import XCTest
+@testable import InferenceCore
+
+final class AttentionTests: XCTestCase {
+    let shape = AttentionShape(numHeads: 4, numKVHeads: 2, headDim: 16)
+
+    /// A cache whose slots hold random K/V (already "after RoPE": attention reads them as they are).
+    private func randomCache(slots: Int, seed: UInt64) -> KVCache {
+        let cache = KVCache(layers: 1, kvDim: shape.numKVHeads * shape.headDim, capacity: slots)
+        let k = randomVector(slots * cache.kvDim, seed: seed), v = randomVector(slots * cache.kvDim, seed: seed + 1)
+        for s in 0..<slots {
+            for i in 0..<cache.kvDim {
+                cache.key(layer: 0, slot: s)[i] = k[s * cache.kvDim + i]
+                cache.value(layer: 0, slot: s)[i] = v[s * cache.kvDim + i]
+            }
+        }
+        return cache
+    }
+
+    private func attend(_ rows: [Row], queries: [Float]) -> [Float] {
+        var out = [Float](repeating: .nan, count: queries.count)
+        queries.withUnsafeBufferPointer { q in
+            out.withUnsafeMutableBufferPointer { o in
+                tiledAttention(q: q.baseAddress!, rows: rows, layer: 0, shape: shape, out: o.baseAddress!)
+            }
+        }
+        return out
+    }
+
+    /// The naive reference for one row: its visible slots in logical order, full softmax per head.
+    private func reference(row: Row, query: ArraySlice<Float>, cache: KVCache) -> [Float] {
+        let d = shape.headDim, group = shape.numHeads / shape.numKVHeads
+        let slots = (0...row.position).map { row.slot(ofLogical: $0) }
+        var out: [Float] = []
+        for h in 0..<shape.numHeads {
+            let kvh = h / group
+            let keys = slots.map { Array(UnsafeBufferPointer(start: cache.key(layer: 0, slot: $0) + kvh * d, count: d)) }
+            let values = slots.map { Array(UnsafeBufferPointer(start: cache.value(layer: 0, slot: $0) + kvh * d, count: d)) }
+            let q = Array(query[(query.startIndex + h * d)..<(query.startIndex + (h + 1) * d)])
+            out += naiveAttention(query: q, keys: keys, values: values)
+        }
+        return out
+    }
+
+    func testCausalRowsMatchTheNaiveReferenceAcrossTileBoundaries() {
+        let cache = randomCache(slots: 100, seed: 1)
+        let positions = [0, 1, 31, 32, 33, 64, 99]
+        let rows = positions.map { Row(token: 0, position: $0, cache: cache) }
+        let width = shape.numHeads * shape.headDim
+        let queries = randomVector(rows.count * width, seed: 3, scale: 2)
+        let got = attend(rows, queries: queries)
+        for (i, row) in rows.enumerated() {
+            let expected = reference(row: row, query: queries[i * width..<(i + 1) * width], cache: cache)
+            XCTAssertLessThan(maxAbsDifference(Array(got[i * width..<(i + 1) * width]), expected), 1e-5, "position \(row.position)")
+        }
+    }
+
+    func testTreeRowsSeeThePrefixAndTheirAncestorsOnly() {
+        let cache = randomCache(slots: 60, seed: 7)
+        cache.append(40)
+        // Tree over slots 40...45: 40 root; 41, 42 children of 40; 43 child of 41; 44, 45 children of 42.
+        let paths: [[Int]] = [[40], [40, 41], [40, 42], [40, 41, 43], [40, 42, 44], [40, 42, 45]]
+        let rows = paths.map {
+            Row(token: 0, position: 40 + $0.count - 1, cache: cache, slot: $0.last!, visibility: .tree(prefixLength: 40, path: $0))
+        }
+        let width = shape.numHeads * shape.headDim
+        let queries = randomVector(rows.count * width, seed: 8, scale: 2)
+        let got = attend(rows, queries: queries)
+        for (i, row) in rows.enumerated() {
+            let expected = reference(row: row, query: queries[i * width..<(i + 1) * width], cache: cache)
+            XCTAssertLessThan(maxAbsDifference(Array(got[i * width..<(i + 1) * width]), expected), 1e-5, "node \(paths[i])")
+        }
+    }
+
+    func testATreeNodeIsBitwiseEqualToTheSameTokensDecodedInOrder() {
+        // Slots 43 and 45 hold copies of 41 and 42: the tree path [40, 43, 45] is the chain 40, 41, 42.
+        let cache = randomCache(slots: 50, seed: 21)
+        for layer in 0..<1 {
+            cache.key(layer: layer, slot: 43).update(from: cache.key(layer: layer, slot: 41), count: cache.kvDim)
+            cache.value(layer: layer, slot: 43).update(from: cache.value(layer: layer, slot: 41), count: cache.kvDim)
+            cache.key(layer: layer, slot: 45).update(from: cache.key(layer: layer, slot: 42), count: cache.kvDim)
+            cache.value(layer: layer, slot: 45).update(from: cache.value(layer: layer, slot: 42), count: cache.kvDim)
+        }
+        cache.append(40)
+        let width = shape.numHeads * shape.headDim
+        let query = randomVector(width, seed: 22, scale: 3)
+        let chain = attend([Row(token: 0, position: 42, cache: cache)], queries: query)
+        let tree = attend([Row(token: 0, position: 42, cache: cache, slot: 45,
+                               visibility: .tree(prefixLength: 40, path: [40, 43, 45]))], queries: query)
+        XCTAssertEqual(chain, tree)
+    }
+}
