@@ -111,7 +111,7 @@ func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Floa
                             UnsafeRawPointer(b + i).loadUnaligned(as: SIMD16<Float>.self))
         i += 16
     }
-    var s = v.sum()
+    var s = horizontalSum(v)
     while i < n { s = s.addingProduct(a[i], b[i]); i += 1 }
     return s
 }

@@ -67,7 +67,8 @@ private func tail(_ a: UnsafePointer<Float>, _ w: UnsafePointer<Float>, from sta
 }
 
 /// Outputs `outputs` of C for all M rows: for each tile of 4 weight rows (read from memory once, then from L1),
-/// every block of 4 activation rows, then the remaining rows one at a time.
+/// every block of up to 4 activation rows. A short last block repeats its last row in the unused lanes of the
+/// 4×4 kernel and stores only the real rows: at these sizes the kernel waits on memory, not on FMAs.
 @inline(__always)
 private func streamingMatmul(
     _ a: UnsafePointer<Float>, m: Int, k: Int, weight: UnsafePointer<Float>, outputs: Range<Int>,
@@ -78,13 +79,10 @@ private func streamingMatmul(
     while n + 4 <= outputs.upperBound {
         let w = weight + n * k
         var r = 0
-        while r + 4 <= m {
-            kernel4x4(a + r * k, k: k, kv: kv, w: w, c: c + r * ldc + n, ldc: ldc)
-            r += 4
-        }
         while r < m {
-            kernel1x4(a + r * k, k: k, kv: kv, w: w, c: c + r * ldc + n)
-            r += 1
+            let rows = min(4, m - r)
+            kernel4x4(a + r * k, rows: rows, k: k, kv: kv, w: w, c: c + r * ldc + n, ldc: ldc)
+            r += 4
         }
         n += 4
     }
@@ -97,11 +95,13 @@ private func streamingMatmul(
     }
 }
 
+/// Four weight rows × `rows` (1...4) activation rows, one 16-lane accumulator per output.
 @inline(__always)
 private func kernel4x4(
-    _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int
+    _ a: UnsafePointer<Float>, rows: Int, k: Int, kv: Int, w: UnsafePointer<Float>,
+    c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
-    let a0 = a, a1 = a + k, a2 = a + 2 * k, a3 = a + 3 * k
+    let a0 = a, a1 = a + min(1, rows - 1) * k, a2 = a + min(2, rows - 1) * k, a3 = a + min(3, rows - 1) * k
     let w0 = w, w1 = w + k, w2 = w + 2 * k, w3 = w + 3 * k
     var c00 = Vec(), c01 = Vec(), c02 = Vec(), c03 = Vec()
     var c10 = Vec(), c11 = Vec(), c12 = Vec(), c13 = Vec()
@@ -122,12 +122,12 @@ private func kernel4x4(
         let y3 = load(a3 + p)
         c30 = c30.addingProduct(y3, x0); c31 = c31.addingProduct(y3, x1)
         c32 = c32.addingProduct(y3, x2); c33 = c33.addingProduct(y3, x3)
-        p += vecWidth
+        p &+= vecWidth
     }
     store4(c, a0, k: k, kv: kv, w: w, c00, c01, c02, c03)
-    store4(c + ldc, a1, k: k, kv: kv, w: w, c10, c11, c12, c13)
-    store4(c + 2 * ldc, a2, k: k, kv: kv, w: w, c20, c21, c22, c23)
-    store4(c + 3 * ldc, a3, k: k, kv: kv, w: w, c30, c31, c32, c33)
+    if rows > 1 { store4(c + ldc, a1, k: k, kv: kv, w: w, c10, c11, c12, c13) }
+    if rows > 2 { store4(c + 2 * ldc, a2, k: k, kv: kv, w: w, c20, c21, c22, c23) }
+    if rows > 3 { store4(c + 3 * ldc, a3, k: k, kv: kv, w: w, c30, c31, c32, c33) }
 }
 
 /// Finishes one row's 4 outputs: horizontal sums, then the scalar tail of K.
@@ -136,26 +136,10 @@ private func store4(
     _ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>,
     _ v0: Vec, _ v1: Vec, _ v2: Vec, _ v3: Vec
 ) {
-    out[0] = v0.sum() + tail(a, w, from: kv, to: k)
-    out[1] = v1.sum() + tail(a, w + k, from: kv, to: k)
-    out[2] = v2.sum() + tail(a, w + 2 * k, from: kv, to: k)
-    out[3] = v3.sum() + tail(a, w + 3 * k, from: kv, to: k)
-}
-
-@inline(__always)
-private func kernel1x4(
-    _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>
-) {
-    let w0 = w, w1 = w + k, w2 = w + 2 * k, w3 = w + 3 * k
-    var c0 = Vec(), c1 = Vec(), c2 = Vec(), c3 = Vec()
-    var p = 0
-    while p < kv {
-        let y = load(a + p)
-        c0 = c0.addingProduct(y, load(w0 + p)); c1 = c1.addingProduct(y, load(w1 + p))
-        c2 = c2.addingProduct(y, load(w2 + p)); c3 = c3.addingProduct(y, load(w3 + p))
-        p += vecWidth
-    }
-    store4(c, a, k: k, kv: kv, w: w, c0, c1, c2, c3)
+    out[0] = horizontalSum(v0) + tail(a, w, from: kv, to: k)
+    out[1] = horizontalSum(v1) + tail(a, w + k, from: kv, to: k)
+    out[2] = horizontalSum(v2) + tail(a, w + 2 * k, from: kv, to: k)
+    out[3] = horizontalSum(v3) + tail(a, w + 3 * k, from: kv, to: k)
 }
 
 @inline(__always)
@@ -164,6 +148,16 @@ private func kernel1x1(
 ) {
     var acc = Vec()
     var p = 0
-    while p < kv { acc = acc.addingProduct(load(a + p), load(w + p)); p += vecWidth }
-    c[0] = acc.sum() + tail(a, w, from: kv, to: k)
+    while p < kv { acc = acc.addingProduct(load(a + p), load(w + p)); p &+= vecWidth }
+    c[0] = horizontalSum(acc) + tail(a, w, from: kv, to: k)
+}
+
+/// The lanes of a vector summed as a tree (halves, quarters, …): a few shuffles instead of 15 dependent adds,
+/// and one fixed order for every output.
+@inline(__always)
+func horizontalSum(_ v: SIMD16<Float>) -> Float {
+    let h8 = v.lowHalf + v.highHalf
+    let h4 = h8.lowHalf + h8.highHalf
+    let h2 = h4.lowHalf + h4.highHalf
+    return h2[0] + h2[1]
 }

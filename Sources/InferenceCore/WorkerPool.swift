@@ -66,7 +66,12 @@ public final class WorkerPool: @unchecked Sendable {
                 pthread_mutex_unlock(mutex)
             }
             escapable(0)
-            while remaining.load(ordering: .acquiring) > 0 {}
+            // Spin briefly, then yield: on a machine with other busy processes the worker may need this core.
+            var spins = 0
+            while remaining.load(ordering: .acquiring) > 0 {
+                spins += 1
+                if spins > 2_000 { sched_yield() }
+            }
             job = nil
         }
     }
@@ -91,7 +96,10 @@ public final class WorkerPool: @unchecked Sendable {
             var spins = 0
             while generation.load(ordering: .acquiring) == seen {
                 spins += 1
-                if spins < spinLimit { continue }
+                if spins < spinLimit {
+                    if spins % 1_000 == 0 { sched_yield() }
+                    continue
+                }
                 pthread_mutex_lock(mutex)
                 sleepers.add(1, ordering: .sequentiallyConsistent)
                 while generation.load(ordering: .sequentiallyConsistent) == seen {

@@ -1,0 +1,38 @@
+# SpecServe. `make test` installs what a fresh Debian machine lacks and runs the tests (optimised: the model
+# tests run real numeric loops); `make serve` builds release and runs the shipped model.
+
+SHELL := /bin/bash
+SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
+export SPECSERVE_TARGET_CPU ?= $(shell tools/target-cpu.sh)
+MODEL ?= models/specserve-code
+PROMPT ?= def fibonacci(n):
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test serve build deps bench-kernels clean
+
+deps:
+	@if ! pkg-config --exists openblas 2>/dev/null; then \
+		echo "Installing libopenblas-dev and pkg-config…"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libopenblas-dev pkg-config; \
+	fi
+
+test: deps
+	$(SWIFT) build -c release --build-tests -Xswiftc -enable-testing
+	$(SWIFT) test -c release -Xswiftc -enable-testing --skip-build
+
+build: deps
+	$(SWIFT) build -c release
+
+serve: build
+	@if [ ! -f "$(MODEL)/model.safetensors" ]; then \
+		echo "$(MODEL)/model.safetensors is not there yet: the shipped model is still being trained (tools/train/README.md)."; \
+		echo "Any HF-layout LLaMA folder works meanwhile: make serve MODEL=path/to/folder"; exit 1; \
+	fi
+	.build/release/specserve generate --model $(MODEL) --prompt "$(PROMPT)" --max-tokens 128
+
+bench-kernels: build
+	@if [ -f "$(MODEL)/model.safetensors" ]; then .build/release/specserve bench-kernels --model $(MODEL); \
+	else .build/release/specserve bench-kernels --synthetic; fi
+
+clean:
+	rm -rf .build
