@@ -8,3 +8,4 @@ python3 tools/train/corpus.py
 python3 tools/train/train_tokenizer.py
 python3 tools/train/train_lm.py --preset target "$@"
 python3 tools/train/train_lm.py --preset draft "$@"
+python3 tools/train/export.py --run target --name specserve-code --out models/specserve-code
