@@ -5,6 +5,6 @@ struct SpecServe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "specserve",
         abstract: "A CPU inference server for LLM speculative decoding.",
-        subcommands: [BenchKernels.self]
+        subcommands: [Generate.self, BenchKernels.self]
     )
 }

@@ -1,0 +1,76 @@
+import Foundation
+import InferenceCore
+
+// A small draft model with the target's tokenizer proposes a chain: it catches up on the committed tokens it
+// has not seen (the pending token at least) in one forward, then drafts token by token until `limit` tokens or
+// until its top probability falls below `pMin`. Greedy requests take its argmax; sampled requests draw from its
+// full distribution q, which rejection sampling needs. Its KV cache rolls back to the accepted prefix.
+
+public final class DraftModelDrafter: Drafter {
+    public let method = SpeculativeMethod.draft
+    public let model: LlamaModel
+    public let pMin: Float
+    private var cache: KVCache?
+
+    public init(model: LlamaModel, pMin: Float = 0) {
+        self.model = model
+        self.pMin = pMin
+    }
+
+    public func start(tokens: [Int], hidden: Tensor) {
+        let cache = model.makeCache(capacity: model.config.maxPositionEmbeddings + 2)
+        self.cache = cache
+        // The prompt (everything but the pending token) in one forward.
+        let prompt = tokens.count - 1
+        if prompt > 0 {
+            _ = model.forward((0..<prompt).map { Row(token: tokens[$0], position: $0, cache: cache, isPrompt: true, wantsLogits: false) })
+            cache.append(prompt)
+        }
+    }
+
+    public func propose(tokens: [Int], limit: Int, sampling: SamplingParameters, rng: inout SeededGenerator) -> DraftTree {
+        guard let cache, limit > 0 else { return DraftTree() }
+        // Positions beyond the draft model's context cannot be drafted.
+        let room = min(limit, model.config.maxPositionEmbeddings - tokens.count)
+        guard room > 0 else { return DraftTree() }
+        // Catch up: every committed token the draft has not seen, the pending one included.
+        var rows = (cache.count..<tokens.count).map { Row(token: tokens[$0], position: $0, cache: cache, wantsLogits: $0 == tokens.count - 1) }
+        var logits = model.forward(rows).logits(row: rows.count - 1)
+        cache.append(rows.count)
+        var tree = DraftTree()
+        while tree.count < room {
+            let token: Int
+            var q: [Float]? = nil
+            if sampling.isGreedy {
+                token = argmax(logits)
+                if pMin > 0 && softmaxProbability(of: token, in: logits) < pMin { break }
+            } else {
+                let dist = distribution(logits, sampling)
+                if pMin > 0 && (dist.max() ?? 0) < pMin { break }
+                token = sample(dist, using: &rng)
+                q = dist
+            }
+            tree.add(token: token, parent: tree.count - 1, distribution: q)
+            if tree.count == room { break }
+            rows = [Row(token: token, position: cache.count, cache: cache)]
+            logits = model.forward(rows).logits(row: 0)
+            cache.append(1)
+        }
+        return tree
+    }
+
+    public func commit(tokens: [Int], tree: DraftTree, outcome: AcceptanceOutcome, hidden: [[Float]]) {
+        guard let cache else { return }
+        // The cache holds the old context and the draft tokens fed back (all but the last); keep what was accepted.
+        let old = tokens.count - outcome.path.count - 1
+        cache.truncate(to: min(cache.count, old + outcome.path.count))
+    }
+}
+
+/// softmax(logits)[token] at temperature 1.
+func softmaxProbability(of token: Int, in logits: [Float]) -> Float {
+    let m = logits.max() ?? 0
+    var sum: Float = 0
+    for l in logits { sum += expf(l - m) }
+    return expf(logits[token] - m) / sum
+}

@@ -1,0 +1,245 @@
+import InferenceCore
+
+// One request's decode loop: propose → verify → accept → commit (DESIGN §5), for every method; `none` is the
+// same loop with empty proposals.
+//
+// State: `context` is the prompt and every token generated so far. Its last token is *pending*: decided and
+// already emitted, but not yet in the target's KV cache (cache.count == context.count − 1). Each step forwards
+// the pending token and the draft tree in one batch, accepts a path, commits those rows to the cache, and makes
+// the target's bonus token the new pending token.
+//
+// The loop is split into `…Rows()` / `complete…(_:)` halves so a scheduler can put the rows of many requests
+// into one forward (continuous batching); `run` drives it alone.
+
+public struct CostModel: Sendable, Equatable {
+    /// Cost of drafting one token, relative to one target decode step.
+    public var draftPerToken: Double
+    /// `verify[r]`: cost of a verification forward of r rows relative to one decode step (index 0 unused).
+    public var verify: [Double]
+
+    public init(draftPerToken: Double, verify: [Double]) {
+        self.draftPerToken = draftPerToken
+        self.verify = verify
+    }
+
+    /// Nothing measured: speculation always looks worth it.
+    public static let free = CostModel(draftPerToken: 0, verify: [])
+
+    public func verifyCost(rows: Int) -> Double {
+        guard rows > 0, !verify.isEmpty else { return 1 }
+        return rows < verify.count ? verify[rows] : verify[verify.count - 1] * Double(rows) / Double(verify.count - 1)
+    }
+
+    /// Expected speedup over plain decoding of steps that draft `drafted` tokens (verified as `rows` rows) and
+    /// accept `acceptedPerStep` of them on average.
+    public func expectedSpeedup(acceptedPerStep: Double, drafted: Double, rows: Int) -> Double {
+        (1 + acceptedPerStep) / (drafted * draftPerToken + verifyCost(rows: rows))
+    }
+}
+
+public struct SpeculationSettings: Sendable, Equatable {
+    /// Most draft tokens along a path per step (the chain length `k`).
+    public var numDraft: Int
+    /// Let the draft length follow recent acceptance (grow after full acceptance, shrink after none).
+    public var adaptive: Bool
+    /// Switch speculation off for a request whose expected speedup (from its rolling acceptance and the cost
+    /// model) stays below `breakEven` after `warmupSteps` speculative steps.
+    public var autoDisable: Bool
+    public var breakEven: Double
+    public var warmupSteps: Int
+    public var costModel: CostModel
+
+    public init(numDraft: Int = 5, adaptive: Bool = true, autoDisable: Bool = true, breakEven: Double = 1.0,
+                warmupSteps: Int = 8, costModel: CostModel = .free) {
+        self.numDraft = numDraft
+        self.adaptive = adaptive
+        self.autoDisable = autoDisable
+        self.breakEven = breakEven
+        self.warmupSteps = warmupSteps
+        self.costModel = costModel
+    }
+}
+
+public enum FinishReason: String, Sendable, Codable {
+    /// max_tokens (or the context) reached.
+    case length
+    /// A stop token (end of text) was produced.
+    case stop
+    /// The caller stopped it (client gone, stop string matched).
+    case cancelled
+}
+
+public final class Generation {
+    public let target: LlamaModel
+    public let drafter: Drafter?
+    public let sampling: SamplingParameters
+    public let settings: SpeculationSettings
+    public let maxTokens: Int
+    public let stopTokens: Set<Int>
+    public let promptCount: Int
+    public private(set) var context: [Int]
+    public private(set) var finishReason: FinishReason?
+    public private(set) var stats: SpeculationStats
+    public let cache: KVCache
+    public private(set) var promptSeconds = 0.0
+    public private(set) var decodeSeconds = 0.0
+
+    var rng: SeededGenerator
+    var draftLength: Int
+    var speculating: Bool
+    var pendingTree = DraftTree()
+    var rule: AcceptanceRule = .greedy
+    var stepStart = 0.0
+    /// Rolling (exponential) mean of accepted tokens per speculative step and of tokens drafted per step.
+    var meanAccepted = 0.0, meanDrafted = 0.0, meanRows = 1.0
+
+    /// `drafter` nil means plain decoding (`none`). `maxTreeNodes` bounds the cache slots a draft tree may use.
+    public init(target: LlamaModel, prompt: [Int], maxTokens: Int, sampling: SamplingParameters = .greedy,
+                stopTokens: Set<Int> = [], drafter: Drafter? = nil, settings: SpeculationSettings = .init(),
+                maxTreeNodes: Int = 64) {
+        precondition(!prompt.isEmpty, "an empty prompt has nothing to continue")
+        precondition(prompt.count < target.config.maxPositionEmbeddings, "the prompt fills the whole context")
+        self.target = target
+        self.drafter = drafter
+        self.sampling = sampling
+        self.settings = settings
+        self.stopTokens = stopTokens
+        self.promptCount = prompt.count
+        self.maxTokens = max(0, min(maxTokens, target.config.maxPositionEmbeddings - prompt.count))
+        self.context = prompt
+        self.stats = SpeculationStats(method: drafter?.method ?? .none)
+        self.cache = target.makeCache(capacity: prompt.count + self.maxTokens + maxTreeNodes + 2)
+        self.rng = SeededGenerator(seed: sampling.seed ?? UInt64.random(in: .min ... .max))
+        self.draftLength = max(1, settings.numDraft)
+        self.speculating = drafter != nil && settings.numDraft > 0
+        if let drafter { rule = drafter.acceptanceRule(for: sampling) } else { rule = sampling.isGreedy ? .greedy : .rejectionSampling }
+        if self.maxTokens == 0 { finishReason = .length }
+    }
+
+    public var isFinished: Bool { finishReason != nil }
+    /// Tokens generated so far (all emitted; the last may be pending).
+    public var generated: ArraySlice<Int> { context[promptCount...] }
+    public var hasPrefilled: Bool { cache.count > 0 || context.count > promptCount }
+
+    /// Stops the request; its cache can be dropped.
+    public func cancel() { if finishReason == nil { finishReason = .cancelled } }
+
+    // MARK: prefill
+
+    /// The prompt's rows: one forward computes them all (sgemm for long prompts) and the last row's logits.
+    public func prefillRows() -> [Row] {
+        stepStart = monotonicSeconds()
+        return context.enumerated().map {
+            Row(token: $1, position: $0, cache: cache, isPrompt: true, wantsLogits: $0 == promptCount - 1)
+        }
+    }
+
+    /// Takes the prompt rows' results at `offset` of `output`; returns the first generated token (if any).
+    @discardableResult
+    public func completePrefill(_ output: ForwardOutput, offset: Int = 0) -> [Int] {
+        cache.append(promptCount)
+        let logits = output.logits(row: offset + promptCount - 1)
+        let first = sampling.isGreedy ? argmax(logits) : sample(distribution(logits, sampling), using: &rng)
+        promptSeconds += monotonicSeconds() - stepStart
+        let emitted = emit([first])
+        if !isFinished, let drafter {
+            let hidden = Tensor(shape: [promptCount, target.config.hiddenSize])
+            for r in 0..<promptCount {
+                hidden.row(r).update(from: output.hidden.row(offset + r), count: target.config.hiddenSize)
+            }
+            drafter.start(tokens: context, hidden: hidden)
+        }
+        return emitted
+    }
+
+    // MARK: decode steps
+
+    /// The next verification batch: the pending token and, when speculating, the drafter's tree.
+    public func stepRows() -> [Row] {
+        precondition(!isFinished && context.count > promptCount, "prefill first")
+        let start = monotonicSeconds()
+        pendingTree = DraftTree()
+        // Never draft past max_tokens: the step also yields the bonus token.
+        let room = maxTokens - generated.count - 1
+        if speculating, let drafter, room > 0 {
+            pendingTree = drafter.propose(tokens: context, limit: min(draftLength, room), sampling: sampling, rng: &rng)
+            stats.draftSeconds += monotonicSeconds() - start
+        }
+        stepStart = monotonicSeconds()
+        return pendingTree.verificationRows(pending: context[context.count - 1], position: cache.count, cache: cache)
+    }
+
+    /// Takes the verification rows' results at `offset` of `output`; returns the newly emitted tokens.
+    @discardableResult
+    public func completeStep(_ output: ForwardOutput, offset: Int = 0) -> [Int] {
+        let tree = pendingTree
+        let outcome = accept(tree, rule: tree.isEmpty ? (sampling.isGreedy ? .greedy : .rejectionSampling) : rule,
+                             sampling: sampling, rng: &rng) { output.logits(row: offset + $0) }
+        // Commit the pending token's row and the accepted path to the cache (a chain's path is already in place).
+        let n = cache.count
+        cache.append(1)
+        cache.compact(keeping: outcome.path.map { n + 1 + $0 })
+        let elapsed = monotonicSeconds() - stepStart
+        decodeSeconds += elapsed
+        if tree.isEmpty {
+            stats.plainSteps += 1
+        } else {
+            stats.verifySeconds += elapsed
+            stats.record(depth: tree.maxDepth, nodes: tree.count, acceptedCount: outcome.path.count)
+            if !rule.isLossless { stats.lossless = false }
+            adapt(tree: tree, accepted: outcome.path.count)
+        }
+        let newTokens = outcome.path.map { tree.tokens[$0] } + [outcome.next]
+        let emitted = emit(newTokens)
+        if !isFinished, let drafter, speculating {
+            let rows = [0] + outcome.path.map { $0 + 1 }
+            drafter.commit(tokens: context, tree: tree, outcome: outcome, hidden: rows.map { output.hidden(row: offset + $0) })
+        }
+        return emitted
+    }
+
+    /// Runs the request alone to the end; `onTokens` sees each batch of emitted tokens and returns false to stop.
+    public func run(onTokens: ([Int]) -> Bool = { _ in true }) {
+        if !hasPrefilled {
+            let out = target.forward(prefillRows())
+            if !onTokens(completePrefill(out)) { cancel() }
+        }
+        while !isFinished {
+            let out = target.forward(stepRows())
+            if !onTokens(completeStep(out)) { cancel() }
+        }
+    }
+
+    /// Appends tokens up to a stop token or max_tokens; returns those appended.
+    private func emit(_ tokens: [Int]) -> [Int] {
+        var out: [Int] = []
+        for t in tokens {
+            if stopTokens.contains(t) { finishReason = .stop; break }
+            context.append(t)
+            out.append(t)
+            if generated.count >= maxTokens { finishReason = .length; break }
+        }
+        return out
+    }
+
+    /// Draft length follows acceptance; speculation switches off when it does not pay (DESIGN §5).
+    private func adapt(tree: DraftTree, accepted: Int) {
+        let depth = tree.maxDepth
+        let decay = 0.8
+        meanAccepted = stats.steps == 1 ? Double(accepted) : decay * meanAccepted + (1 - decay) * Double(accepted)
+        meanDrafted = stats.steps == 1 ? Double(depth) : decay * meanDrafted + (1 - decay) * Double(depth)
+        meanRows = stats.steps == 1 ? Double(tree.count + 1) : decay * meanRows + (1 - decay) * Double(tree.count + 1)
+        if settings.adaptive && tree.isChain {
+            if accepted == depth { draftLength = min(draftLength + 1, settings.numDraft) }
+            else if accepted == 0 { draftLength = max(1, draftLength - 1) }
+        }
+        if settings.autoDisable && stats.steps >= settings.warmupSteps {
+            let speedup = settings.costModel.expectedSpeedup(
+                acceptedPerStep: meanAccepted, drafted: meanDrafted, rows: Int(meanRows.rounded()))
+            if speedup < settings.breakEven {
+                speculating = false
+                stats.autoDisabled = true
+            }
+        }
+    }
+}
