@@ -18,17 +18,9 @@ public final class LlamaModel {
     public let lmHead: Tensor
     public let rope: RotaryEmbedding
     public let pool: WorkerPool
-    let layers: [FusedLayer]
+    let layers: [TransformerBlock]
     /// Prompt runs of at least this many rows (of one sequence) go through sgemm; everything else streams.
     public var blasMinimumRows = 16
-
-    struct FusedLayer {
-        let inputNorm: Tensor, postAttentionNorm: Tensor
-        let qkv: Tensor       // [Q + 2KV, H]
-        let o: Tensor         // [H, Q]
-        let gateUp: Tensor    // [2I, H]
-        let down: Tensor      // [H, I]
-    }
 
     public init(weights: LlamaWeights, pool: WorkerPool = .shared) {
         config = weights.config
@@ -38,10 +30,7 @@ public final class LlamaModel {
         self.pool = pool
         rope = RotaryEmbedding(headDim: config.headDim, base: config.ropeTheta,
                                maxPositions: config.maxPositionEmbeddings)
-        layers = weights.layers.map { l in
-            FusedLayer(inputNorm: l.inputNorm, postAttentionNorm: l.postAttentionNorm,
-                       qkv: stackRows([l.q, l.k, l.v]), o: l.o, gateUp: stackRows([l.gate, l.up]), down: l.down)
-        }
+        layers = weights.layers.map { TransformerBlock(weights: $0, config: weights.config) }
     }
 
     /// Loads `directory/config.json` and `directory/model.safetensors`.
@@ -56,15 +45,10 @@ public final class LlamaModel {
     }
 
     /// Bytes of weight a decode step streams (every layer, the final norm and the lm_head, once).
-    public var weightBytes: Int {
-        layers.reduce(0) { $0 + $1.inputNorm.byteCount + $1.postAttentionNorm.byteCount + $1.qkv.byteCount
-            + $1.o.byteCount + $1.gateUp.byteCount + $1.down.byteCount } + finalNorm.byteCount + lmHead.byteCount
-    }
+    public var weightBytes: Int { streamedWeights.reduce(0) { $0 + $1.byteCount } }
 
     /// Every weight tensor a decode step reads (for the roofline measurement).
-    public var streamedWeights: [Tensor] {
-        layers.flatMap { [$0.inputNorm, $0.qkv, $0.o, $0.postAttentionNorm, $0.gateUp, $0.down] } + [finalNorm, lmHead]
-    }
+    public var streamedWeights: [Tensor] { layers.flatMap(\.weights) + [finalNorm, lmHead] }
 
     /// Runs the transformer over `rows`: writes each row's K/V into its cache slot and returns the logits of
     /// the rows that want them and every row's final hidden state. Commit with `KVCache.append` etc. afterwards.
@@ -72,54 +56,18 @@ public final class LlamaModel {
         let m = rows.count
         precondition(m > 0, "empty batch")
         for row in rows { row.validate() }
-        let h = config.hiddenSize, d = config.headDim
-        let qDim = config.numAttentionHeads * d, kvDim = config.numKeyValueHeads * d
-        let inter = config.intermediateSize
+        let h = config.hiddenSize
         let segments = linearSegments(rows)
-        let shape = AttentionShape(numHeads: config.numAttentionHeads, numKVHeads: config.numKeyValueHeads, headDim: d)
-
-        let x = Tensor(shape: [m, h])
-        let xn = Tensor(shape: [m, h])
-        let qkv = Tensor(shape: [m, qDim + 2 * kvDim])
-        let q = Tensor(shape: [m, qDim])
-        let attn = Tensor(shape: [m, qDim])
-        let projected = Tensor(shape: [m, h])
-        let gateUp = Tensor(shape: [m, 2 * inter])
-        let activated = Tensor(shape: [m, inter])
 
         // Token embeddings.
+        let x = Tensor(shape: [m, h])
         for (r, row) in rows.enumerated() {
             precondition(row.token >= 0 && row.token < config.vocabSize, "token \(row.token) outside the vocabulary")
             x.row(r).update(from: embedTokens.row(row.token), count: h)
         }
-
-        for (l, layer) in layers.enumerated() {
-            // Attention block: x += Wo · attention(RoPE(q), RoPE(k), v)
-            rmsNorm(x.data, weight: layer.inputNorm.data, epsilon: config.rmsNormEps, rows: m, dim: h, into: xn.data)
-            linear(xn.data, layer.qkv, qkv.data, segments)
-            for (r, row) in rows.enumerated() {
-                let src = qkv.row(r)
-                q.row(r).update(from: src, count: qDim)
-                rope.apply(q.row(r), heads: config.numAttentionHeads, position: row.position)
-                let key = row.cache.key(layer: l, slot: row.slot)
-                key.update(from: src + qDim, count: kvDim)
-                rope.apply(key, heads: config.numKeyValueHeads, position: row.position)
-                row.cache.value(layer: l, slot: row.slot).update(from: src + qDim + kvDim, count: kvDim)
-            }
-            tiledAttention(q: q.data, rows: rows, layer: l, shape: shape, out: attn.data, pool: pool)
-            linear(attn.data, layer.o, projected.data, segments)
-            addInPlace(x.data, projected.data, m * h)
-
-            // MLP block: x += Wdown · (SiLU(Wgate · xn) ⊙ (Wup · xn))
-            rmsNorm(x.data, weight: layer.postAttentionNorm.data, epsilon: config.rmsNormEps, rows: m, dim: h, into: xn.data)
-            linear(xn.data, layer.gateUp, gateUp.data, segments)
-            for r in 0..<m {
-                let g = gateUp.row(r)
-                swiGLU(gate: g, up: g + inter, count: inter)
-                activated.row(r).update(from: g, count: inter)
-            }
-            linear(activated.data, layer.down, projected.data, segments)
-            addInPlace(x.data, projected.data, m * h)
+        let scratch = TransformerBlock.Scratch(rows: m, config: config)
+        for (l, block) in layers.enumerated() {
+            block.apply(x, rows: rows, cacheLayer: l, segments: segments, rope: rope, scratch: scratch, pool: pool)
         }
 
         // Final norm, then the lm_head for the rows that want logits.
@@ -131,23 +79,29 @@ public final class LlamaModel {
             let gathered = Tensor(shape: [wanted.count, h])
             for (i, r) in wanted.enumerated() { gathered.row(i).update(from: hidden.row(r), count: h) }
             let allPrompt = wanted.allSatisfy { rows[$0].isPrompt }
-            let path: MatmulPath = allPrompt && wanted.count >= blasMinimumRows ? .blas : .streaming
-            let out = Tensor(shape: [wanted.count, config.vocabSize])
-            matmul(gathered.data, rows: wanted.count, weight: lmHead, into: out.data, path: path, pool: pool)
+            let out = vocabularyLogits(gathered, path: allPrompt && wanted.count >= blasMinimumRows ? .blas : .streaming)
             for (i, r) in wanted.enumerated() { logits.row(r).update(from: out.row(i), count: config.vocabSize) }
         }
         return ForwardOutput(logits: logits, hidden: hidden, residual: x)
     }
 
+    /// `[M, V]` logits of final hidden states `[M, H]` (after the final norm) through the lm_head. Medusa heads
+    /// and MTP modules share the target's lm_head through this.
+    public func vocabularyLogits(_ hidden: Tensor, path: MatmulPath = .streaming) -> Tensor {
+        let out = Tensor(shape: [hidden.rows, config.vocabSize])
+        matmul(hidden.data, rows: hidden.rows, weight: lmHead, into: out.data, path: path, pool: pool)
+        return out
+    }
+
     /// Row ranges of the batch and the matmul path each uses: runs of ≥ `blasMinimumRows` prompt rows of one
     /// sequence use sgemm; all other rows stream (adjacent streaming rows are merged into one range).
-    func linearSegments(_ rows: [Row]) -> [(range: Range<Int>, path: MatmulPath)] {
-        var segments: [(range: Range<Int>, path: MatmulPath)] = []
+    public func linearSegments(_ rows: [Row]) -> [MatmulSegment] {
+        var segments: [MatmulSegment] = []
         func add(_ range: Range<Int>, _ path: MatmulPath) {
             if path == .streaming, let last = segments.last, last.path == .streaming, last.range.upperBound == range.lowerBound {
                 segments[segments.count - 1].range = last.range.lowerBound..<range.upperBound
             } else {
-                segments.append((range, path))
+                segments.append(MatmulSegment(range: range, path: path))
             }
         }
         var i = 0
@@ -163,17 +117,6 @@ public final class LlamaModel {
             i = j
         }
         return segments
-    }
-
-    private func linear(
-        _ a: UnsafePointer<Float>, _ weight: Tensor, _ c: UnsafeMutablePointer<Float>,
-        _ segments: [(range: Range<Int>, path: MatmulPath)]
-    ) {
-        let k = weight.columns, n = weight.rows
-        for segment in segments {
-            matmul(a + segment.range.lowerBound * k, rows: segment.range.count, weight: weight,
-                   into: c + segment.range.lowerBound * n, path: segment.path, pool: pool)
-        }
     }
 }
 
