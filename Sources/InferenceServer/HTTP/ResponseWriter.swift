@@ -56,6 +56,10 @@ public final class ResponseWriter: @unchecked Sendable {
     /// Whether a status line has been sent.
     public var hasStartedResponse: Bool { withLock { if case .pending = state { false } else { true } } }
 
+    /// True once the server has begun a graceful shutdown (a health route answers 503; this response will
+    /// carry `Connection: close`).
+    public var serverIsShuttingDown: Bool { draining.isSet }
+
     /// The status sent, for access logs (nil before a response starts).
     public var responseStatus: HTTPStatus? { withLock { status } }
 

@@ -10,8 +10,10 @@ final class HTTPServerShutdownTests: XCTestCase {
         let entered = DispatchSemaphore(value: 0)
         let server = try HTTPTesting.makeServer { request, writer in
             guard request.path == "/slow" else { return HTTPTesting.echo(request, writer) }
+            XCTAssertFalse(writer.serverIsShuttingDown)
             entered.signal()
             usleep(300_000)
+            XCTAssertTrue(writer.serverIsShuttingDown)
             writer.send(.text(.ok, "done"))
         }
         let port = server.port

@@ -73,6 +73,26 @@ final class HTTPServerStreamingTests: XCTestCase {
         wait(for: [sawDisconnect], timeout: 2)
     }
 
+    func testHandlerThatHasNotRespondedYetLearnsTheClientWentAway() throws {
+        let sawDisconnect = expectation(description: "handler saw the disconnect before responding")
+        let server = try start { _, writer in
+            let deadline = Monotonic.now() + 5
+            while Monotonic.now() < deadline {  // queued or in prefill: nothing sent yet
+                if !writer.isConnected {
+                    XCTAssertFalse(writer.hasStartedResponse)
+                    sawDisconnect.fulfill()
+                    return
+                }
+                usleep(5_000)
+            }
+        }
+        let client = try HTTPTestClient(port: server.port)
+        client.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        usleep(50_000)
+        client.close()
+        wait(for: [sawDisconnect], timeout: 2)
+    }
+
     func testWritesFailOnceTheClientIsGone() throws {
         let failedWrite = expectation(description: "a write reported the disconnect")
         let server = try start { _, writer in
