@@ -88,8 +88,8 @@ public struct ChunkedDecoder: Sendable {
         if line.last == ASCII.cr { throw .malformedChunk("bare CR in chunk framing") }
         line.append(byte)
         if state == .sizeLine {
-            if line.count > maxLineBytes + 1 { throw .malformedChunk("chunk size line too long") }
-        } else if trailerBytes + line.count > maxTrailerBytes + 1 {
+            if line.count - 1 > maxLineBytes { throw .malformedChunk("chunk size line too long") }
+        } else if trailerBytes + line.count - 1 > maxTrailerBytes {
             throw .trailerSectionTooLarge
         }
     }

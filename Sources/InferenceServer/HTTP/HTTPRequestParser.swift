@@ -168,7 +168,7 @@ public struct HTTPRequestParser: Sendable {
         scanned = index
         if let requestLineEnd {
             if available - (requestLineEnd + 1) > limits.maxHeaderBytes { throw .headerSectionTooLarge }
-        } else if available > limits.maxRequestLineBytes + 1 {
+        } else if available - 1 > limits.maxRequestLineBytes {  // - 1: room for the CR; no overflow at Int.max
             throw .requestLineTooLong
         }
         return nil

@@ -187,6 +187,15 @@ final class HTTPRequestParserTests: XCTestCase {
         XCTAssertThrowsError(try parser.next())
     }
 
+    func testUnboundedLimitsDoNotOverflow() throws {
+        let huge = HTTPLimits(maxRequestLineBytes: .max, maxHeaderBytes: .max, maxHeaderCount: .max, maxBodyBytes: .max,
+                              maxChunkLineBytes: .max, maxTrailerBytes: .max)
+        let all = try events("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nT: 1\r\n\r\n"
+                             + "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\nabc",
+                             limits: huge)
+        XCTAssertEqual(targetsAndBodies(all), ["/=a"])
+    }
+
     // MARK: Expect: 100-continue
 
     func testExpectContinueIsSignalledBeforeTheBodyIsRead() throws {
