@@ -1,5 +1,3 @@
-import Foundation
-
 // FlashAttention-style tiled attention over the KV cache (online softmax), for grouped-query attention.
 //
 // For a row at logical position p, the visible keys are logical positions 0...p (its prefix, then, in a tree,
@@ -58,46 +56,47 @@ private func attendGroup(
 ) {
     let d = shape.headDim, scale = shape.scale, cache = row.cache
     let visible = row.visibleCount
-    var runningMax = [Float](repeating: -.infinity, count: heads)
-    var runningSum = [Float](repeating: 0, count: heads)
-    acc.initialize(repeating: 0, count: heads * d)
-    var tileStart = 0
-    while tileStart < visible {
-        let tileEnd = min(tileStart + attentionTile, visible)
-        let n = tileEnd - tileStart
-        // Scores for the tile.
-        for j in 0..<n {
-            let k = cache.key(layer: layer, slot: row.slot(ofLogical: tileStart + j)) + kvHead * d
-            for h in 0..<heads { scores[h * attentionTile + j] = dot(q + h * d, k, d) * scale }
-        }
-        // Online softmax update per head.
-        for h in 0..<heads {
-            let s = scores + h * attentionTile
-            var tileMax = -Float.infinity
-            for j in 0..<n { tileMax = max(tileMax, s[j]) }
-            let newMax = max(runningMax[h], tileMax)
-            let correction = runningMax[h] == -.infinity ? 0 : expf(runningMax[h] - newMax)
-            runningMax[h] = newMax
-            var sum = runningSum[h] * correction
-            let a = acc + h * d
-            if correction != 1 { for i in 0..<d { a[i] *= correction } }
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * heads) { state in
+        let runningMax = state.baseAddress!, runningSum = state.baseAddress! + heads
+        runningMax.initialize(repeating: -.infinity, count: heads)
+        runningSum.initialize(repeating: 0, count: heads)
+        acc.initialize(repeating: 0, count: heads * d)
+        var tileStart = 0
+        while tileStart < visible {
+            let tileEnd = min(tileStart + attentionTile, visible)
+            let n = tileEnd - tileStart
+            // Scores for the tile.
             for j in 0..<n {
-                let e = expf(s[j] - newMax)
-                s[j] = e
-                sum += e
+                let k = cache.key(layer: layer, slot: row.slot(ofLogical: tileStart + j)) + kvHead * d
+                for h in 0..<heads { scores[h * attentionTile + j] = dot(q + h * d, k, d) * scale }
             }
-            runningSum[h] = sum
+            // Online softmax update per head: rescale what came before by e^(m_old − m_new).
+            for h in 0..<heads {
+                let s = scores + h * attentionTile
+                var tileMax = -Float.infinity
+                for j in 0..<n { tileMax = max(tileMax, s[j]) }
+                let newMax = max(runningMax[h], tileMax)
+                let correction = runningMax[h] == -.infinity ? 0 : exp16(SIMD16(repeating: runningMax[h] - newMax))[0]
+                runningMax[h] = newMax
+                for j in 0..<n { s[j] -= newMax }
+                expInPlace(s, n)
+                var sum = runningSum[h] * correction
+                for j in 0..<n { sum += s[j] }
+                runningSum[h] = sum
+                let a = acc + h * d
+                if correction != 1 { for i in 0..<d { a[i] *= correction } }
+            }
+            // Weighted sum of V for the tile.
+            for j in 0..<n {
+                let v = cache.value(layer: layer, slot: row.slot(ofLogical: tileStart + j)) + kvHead * d
+                for h in 0..<heads { axpy(scores[h * attentionTile + j], v, acc + h * d, d) }
+            }
+            tileStart = tileEnd
         }
-        // Weighted sum of V for the tile.
-        for j in 0..<n {
-            let v = cache.value(layer: layer, slot: row.slot(ofLogical: tileStart + j)) + kvHead * d
-            for h in 0..<heads { axpy(scores[h * attentionTile + j], v, acc + h * d, d) }
+        for h in 0..<heads {
+            let inv = 1 / runningSum[h]
+            for i in 0..<d { out[h * d + i] = acc[h * d + i] * inv }
         }
-        tileStart = tileEnd
-    }
-    for h in 0..<heads {
-        let inv = 1 / runningSum[h]
-        for i in 0..<d { out[h * d + i] = acc[h * d + i] * inv }
     }
 }
 

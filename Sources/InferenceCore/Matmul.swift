@@ -13,7 +13,9 @@ import COpenBLAS
 //    tile is read from memory once for all rows. Every output C[m, n] is computed the same way whatever M is:
 //    one SIMD16 accumulator per (m, n), fused multiply-adds over K in order, one horizontal sum, then the
 //    scalar tail. So a row's result never depends on the batch (batch invariance).
-//  - `.blas`: OpenBLAS sgemm, for prompt prefill, where M is large and the weights are reused M times.
+//  - `.blas`: OpenBLAS sgemm, for prompt prefill, where M is large and the weights are reused M times. Our pool
+//    splits N and each thread calls a single-threaded sgemm on its slice of W, so one set of threads does all
+//    the work (OpenBLAS's own threads would spin for a long while after each call, stealing the cores from decode).
 //  `.gemvPerRow` exists for the kernel benchmark only (it is what sgemv-based engines do per verify row).
 
 public enum MatmulPath: String, Sendable, CaseIterable {
@@ -22,8 +24,8 @@ public enum MatmulPath: String, Sendable, CaseIterable {
     case gemvPerRow
 }
 
-/// Runs at most this many threads of OpenBLAS (it keeps its own pool); set once at start-up.
-public func setBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+/// OpenBLAS runs single-threaded inside our pool's threads (set once, before the first sgemm).
+let blasThreadsOnce: Void = { openblas_set_num_threads(1) }()
 
 /// C[M, N] = A[M, K] · W[N, K]ᵀ.
 public func matmul(
@@ -39,12 +41,19 @@ public func matmul(
             streamingMatmul(a, m: m, k: k, weight: weight.data, outputs: range, c: c, ldc: n)
         }
     case .blas:
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
-                    1, a, Int32(k), weight.data, Int32(k), 0, c, Int32(n))
+        _ = blasThreadsOnce
+        // C[:, lo..<hi] = A · W[lo..<hi]ᵀ per thread: ldc stays N, W and C start at the slice.
+        pool.parallelFor(n, alignment: 64) { range in
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(range.count), Int32(k),
+                        1, a, Int32(k), weight.data + range.lowerBound * k, Int32(k), 0, c + range.lowerBound, Int32(n))
+        }
     case .gemvPerRow:
-        for r in 0..<m {
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), 1, weight.data, Int32(k),
-                        a + r * k, 1, 0, c + r * n, 1)
+        _ = blasThreadsOnce
+        pool.parallelFor(n, alignment: 64) { range in
+            for r in 0..<m {
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(range.count), Int32(k), 1, weight.data + range.lowerBound * k,
+                            Int32(k), a + r * k, 1, 0, c + r * n + range.lowerBound, 1)
+            }
         }
     }
 }
@@ -67,8 +76,8 @@ private func tail(_ a: UnsafePointer<Float>, _ w: UnsafePointer<Float>, from sta
 }
 
 /// Outputs `outputs` of C for all M rows: for each tile of 4 weight rows (read from memory once, then from L1),
-/// every block of up to 4 activation rows. A short last block repeats its last row in the unused lanes of the
-/// 4×4 kernel and stores only the real rows: at these sizes the kernel waits on memory, not on FMAs.
+/// every block of up to 4 activation rows. The kernel is specialised per block height (1…4) so a short block
+/// computes only its own rows: verify steps of 5–8 rows are compute-bound enough for that to matter.
 @inline(__always)
 private func streamingMatmul(
     _ a: UnsafePointer<Float>, m: Int, k: Int, weight: UnsafePointer<Float>, outputs: Range<Int>,
@@ -80,8 +89,14 @@ private func streamingMatmul(
         let w = weight + n * k
         var r = 0
         while r < m {
-            let rows = min(4, m - r)
-            kernel4x4(a + r * k, rows: rows, k: k, kv: kv, w: w, c: c + r * ldc + n, ldc: ldc)
+            let ar = a + r * k, cr = c + r * ldc + n
+            // Literal row counts: each call inlines a kernel with only that many rows.
+            switch m - r {
+            case 1: kernel4x4(ar, rows: 1, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+            case 2: kernel4x4(ar, rows: 2, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+            case 3: kernel4x4(ar, rows: 3, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+            default: kernel4x4(ar, rows: 4, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+            }
             r += 4
         }
         n += 4
@@ -95,7 +110,8 @@ private func streamingMatmul(
     }
 }
 
-/// Four weight rows × `rows` (1...4) activation rows, one 16-lane accumulator per output.
+/// Four weight rows × `rows` (1...4) activation rows, one 16-lane accumulator per output. Always inlined with a
+/// literal `rows`, so the unused rows' loads and FMAs fold away.
 @inline(__always)
 private func kernel4x4(
     _ a: UnsafePointer<Float>, rows: Int, k: Int, kv: Int, w: UnsafePointer<Float>,
@@ -113,15 +129,21 @@ private func kernel4x4(
         let y0 = load(a0 + p)
         c00 = c00.addingProduct(y0, x0); c01 = c01.addingProduct(y0, x1)
         c02 = c02.addingProduct(y0, x2); c03 = c03.addingProduct(y0, x3)
-        let y1 = load(a1 + p)
-        c10 = c10.addingProduct(y1, x0); c11 = c11.addingProduct(y1, x1)
-        c12 = c12.addingProduct(y1, x2); c13 = c13.addingProduct(y1, x3)
-        let y2 = load(a2 + p)
-        c20 = c20.addingProduct(y2, x0); c21 = c21.addingProduct(y2, x1)
-        c22 = c22.addingProduct(y2, x2); c23 = c23.addingProduct(y2, x3)
-        let y3 = load(a3 + p)
-        c30 = c30.addingProduct(y3, x0); c31 = c31.addingProduct(y3, x1)
-        c32 = c32.addingProduct(y3, x2); c33 = c33.addingProduct(y3, x3)
+        if rows > 1 {
+            let y1 = load(a1 + p)
+            c10 = c10.addingProduct(y1, x0); c11 = c11.addingProduct(y1, x1)
+            c12 = c12.addingProduct(y1, x2); c13 = c13.addingProduct(y1, x3)
+        }
+        if rows > 2 {
+            let y2 = load(a2 + p)
+            c20 = c20.addingProduct(y2, x0); c21 = c21.addingProduct(y2, x1)
+            c22 = c22.addingProduct(y2, x2); c23 = c23.addingProduct(y2, x3)
+        }
+        if rows > 3 {
+            let y3 = load(a3 + p)
+            c30 = c30.addingProduct(y3, x0); c31 = c31.addingProduct(y3, x1)
+            c32 = c32.addingProduct(y3, x2); c33 = c33.addingProduct(y3, x3)
+        }
         p &+= vecWidth
     }
     store4(c, a0, k: k, kv: kv, w: w, c00, c01, c02, c03)

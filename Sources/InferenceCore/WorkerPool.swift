@@ -25,8 +25,9 @@ public final class WorkerPool: @unchecked Sendable {
     /// The current job; only read by workers between `generation` increment and `remaining` reaching 0.
     nonisolated(unsafe) private var job: ((Int) -> Void)?
     private var threads: [Thread] = []
-    /// Spin iterations before a worker sleeps (~50–100 µs).
-    private let spinLimit = 20_000
+    /// How long a worker spins for the next job before it sleeps. Long enough to cover the gaps between the
+    /// kernels of one forward; short enough not to steal the core from OpenBLAS or other work for long.
+    private let spinSeconds = 50e-6
 
     /// The shared pool used by the model. Its size comes from `SPECSERVE_THREADS` or the core count.
     public static let shared: WorkerPool = {
@@ -66,12 +67,7 @@ public final class WorkerPool: @unchecked Sendable {
                 pthread_mutex_unlock(mutex)
             }
             escapable(0)
-            // Spin briefly, then yield: on a machine with other busy processes the worker may need this core.
-            var spins = 0
-            while remaining.load(ordering: .acquiring) > 0 {
-                spins += 1
-                if spins > 2_000 { sched_yield() }
-            }
+            while remaining.load(ordering: .acquiring) > 0 {}
             job = nil
         }
     }
@@ -94,12 +90,13 @@ public final class WorkerPool: @unchecked Sendable {
         var seen = 0
         while true {
             var spins = 0
+            var spinStart = 0.0
             while generation.load(ordering: .acquiring) == seen {
                 spins += 1
-                if spins < spinLimit {
-                    if spins % 1_000 == 0 { sched_yield() }
-                    continue
-                }
+                if spins & 255 != 0 { continue }
+                let now = monotonicSeconds()
+                if spinStart == 0 { spinStart = now }
+                if now - spinStart < spinSeconds { continue }
                 pthread_mutex_lock(mutex)
                 sleepers.add(1, ordering: .sequentiallyConsistent)
                 while generation.load(ordering: .sequentiallyConsistent) == seen {
@@ -108,6 +105,7 @@ public final class WorkerPool: @unchecked Sendable {
                 sleepers.subtract(1, ordering: .sequentiallyConsistent)
                 pthread_mutex_unlock(mutex)
                 spins = 0
+                spinStart = 0
             }
             seen = generation.load(ordering: .acquiring)
             job?(index)

@@ -25,7 +25,7 @@ struct Generate: ParsableCommand {
     var seed: UInt64?
     @Option(help: "Kernel threads (default: all cores).")
     var threads: Int?
-    @Option(help: "Speculative method: none, ngram or draft.")
+    @Option(help: "Speculative method: none, ngram, draft, medusa or mtp.")
     var speculative: SpeculativeMethod = .none
     @Option(name: .customLong("num-draft"), help: "Most draft tokens per step.")
     var numDraft = 5
@@ -38,32 +38,21 @@ struct Generate: ParsableCommand {
         guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
         guard (1...16).contains(numDraft) else { throw ValidationError("--num-draft must be in 1...16") }
         if speculative == .draft && draftModel == nil { throw ValidationError("--speculative draft needs --draft-model DIR") }
-        if speculative == .medusa || speculative == .mtp { throw ValidationError("--speculative \(speculative.rawValue) is not available in this build yet") }
     }
 
     func run() throws {
-        let loaded = try loadModel(model, threads: threads)
-        let tokens = loaded.tokenizer.encode(prompt)
+        let family = try loadFamily(model, draft: draftModel, threads: threads)
+        let tokens = family.tokenizer.encode(prompt)
         guard !tokens.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
-        guard tokens.count < loaded.model.config.maxPositionEmbeddings else {
-            throw CLIError("the prompt is \(tokens.count) tokens; the model's context is \(loaded.model.config.maxPositionEmbeddings)")
+        guard tokens.count < family.target.config.maxPositionEmbeddings else {
+            throw CLIError("the prompt is \(tokens.count) tokens; the model's context is \(family.target.config.maxPositionEmbeddings)")
         }
-        var drafter: Drafter?
-        switch speculative {
-        case .none, .medusa, .mtp: drafter = nil
-        case .ngram: drafter = NGramDrafter()
-        case .draft:
-            let draft = try loadModel(draftModel!, threads: threads)
-            guard draft.model.config.vocabSize == loaded.model.config.vocabSize else {
-                throw CLIError("draft model vocabulary (\(draft.model.config.vocabSize)) differs from the target's (\(loaded.model.config.vocabSize))")
-            }
-            drafter = DraftModelDrafter(model: draft.model)
-        }
+        let drafter = try family.makeDrafter(speculative)
         let generation = Generation(
-            target: loaded.model, prompt: tokens, maxTokens: maxTokens,
+            target: family.target, prompt: tokens, maxTokens: maxTokens,
             sampling: SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
-            stopTokens: loaded.stopTokens, drafter: drafter, settings: SpeculationSettings(numDraft: numDraft))
-        var decoder = IncrementalDecoder(tokenizer: loaded.tokenizer)
+            stopTokens: family.stopTokens, drafter: drafter, settings: SpeculationSettings(numDraft: numDraft))
+        var decoder = IncrementalDecoder(tokenizer: family.tokenizer)
         writeOut(prompt)
         generation.run { newTokens in
             for t in newTokens { writeOut(decoder.append(t)) }
@@ -74,10 +63,11 @@ struct Generate: ParsableCommand {
         let s = generation.stats
         printError(String(format: "\nprompt: %d tokens in %.1f ms (%.1f tokens/s) | generation: %d tokens, %.1f tokens/s (%@)",
                           tokens.count, generation.promptSeconds * 1e3, Double(tokens.count) / generation.promptSeconds,
-                          n, Double(max(n - 1, 0)) / max(generation.decodeSeconds, 1e-9), (generation.finishReason ?? .length).rawValue))
+                          n, Double(max(n - 1, 0)) / max(generation.decodeSeconds + s.draftSeconds, 1e-9),
+                          (generation.finishReason ?? .length).rawValue))
         if speculative != .none {
-            printError(String(format: "speculation (%@): %d steps, %d drafted, %d accepted (%.0f %%), mean acceptance length %.2f, draft %.1f ms, verify %.1f ms%@",
-                              speculative.rawValue, s.steps, s.drafted, s.accepted, 100 * s.acceptanceRate,
+            printError(String(format: "speculation (%@%@): %d steps, %d drafted, %d accepted (%.0f %%), mean acceptance length %.2f, draft %.1f ms, verify %.1f ms%@",
+                              speculative.rawValue, s.lossless ? "" : ", lossy", s.steps, s.drafted, s.accepted, 100 * s.acceptanceRate,
                               s.meanAcceptanceLength, s.draftSeconds * 1e3, s.verifySeconds * 1e3,
                               s.autoDisabled ? ", switched off (did not pay)" : ""))
         }
@@ -86,14 +76,8 @@ struct Generate: ParsableCommand {
 
 extension SpeculativeMethod: ExpressibleByArgument {}
 
-struct LoadedModel {
-    let model: LlamaModel
-    let tokenizer: BPETokenizer
-    let stopTokens: Set<Int>
-}
-
-/// Loads a model folder, turning load errors into a message that names the file and the key.
-func loadModel(_ path: String, threads: Int?) throws -> LoadedModel {
+/// Loads a model folder and its drafters, turning load errors into one line that names the file and the key.
+func loadFamily(_ path: String, draft: String?, threads: Int?) throws -> ModelFamily {
     let directory = URL(fileURLWithPath: path)
     guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
         throw CLIError("\(path): no config.json here — is this a model folder? (see models/ and tools/train/README.md)")
@@ -101,18 +85,16 @@ func loadModel(_ path: String, threads: Int?) throws -> LoadedModel {
     let pool = threads.map { WorkerPool(threadCount: $0) } ?? .shared
     let start = monotonicSeconds()
     do {
-        let model = try LlamaModel.load(directory: directory, pool: pool)
-        let tokenizer = try BPETokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
-        guard tokenizer.vocabSize <= model.config.vocabSize else {
-            throw CLIError("\(path)/tokenizer.json has \(tokenizer.vocabSize) tokens but config.json vocab_size is \(model.config.vocabSize)")
-        }
-        var stops = Set(model.config.eosTokenIds)
-        if let eot = tokenizer.tokenID("<|endoftext|>") { stops.insert(eot) }
-        printError(String(format: "loaded %@: %.1fM parameters, %.1f MB of weights streamed per token, %.2f s, %d kernel threads",
-                          path, Double(model.weightBytes) / 4e6, Double(model.weightBytes) / 1e6,
-                          monotonicSeconds() - start, pool.threadCount))
-        return LoadedModel(model: model, tokenizer: tokenizer, stopTokens: stops)
+        let family = try ModelFamily.load(target: directory, draft: draft.map { URL(fileURLWithPath: $0) }, pool: pool)
+        printError(String(format: "loaded %@: %.1fM parameters, %.1f MB of weights streamed per token, methods %@, %.2f s, %d kernel threads",
+                          path, Double(family.target.weightBytes) / 4e6, Double(family.target.weightBytes) / 1e6,
+                          family.methods.map(\.rawValue).joined(separator: "/"), monotonicSeconds() - start, pool.threadCount))
+        return family
     } catch let error as ModelLoadError {
+        throw CLIError(error.description)
+    } catch let error as TokenizerLoadError {
+        throw CLIError(error.description)
+    } catch let error as SpeculativeSetupError {
         throw CLIError(error.description)
     }
 }

@@ -1,0 +1,47 @@
+// Vectorised elementwise math for the kernels: e^x over 16 lanes.
+//
+// Range reduction x = n·ln2 + r with |r| ≤ ln2/2 (ln2 split in two parts so r stays exact), e^r by a degree-6
+// Taylor/Horner polynomial (relative error < 2e-7 on the reduced range), then 2^n through the exponent bits.
+// Inputs are clamped to the range where F32 e^x is finite and normal, which is all the kernels need: softmax
+// arguments are ≤ 0 and SiLU's are bounded by the activations.
+
+@inline(__always)
+func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    let clamped = x.clamped(lowerBound: SIMD16(repeating: -87.0), upperBound: SIMD16(repeating: 88.0))
+    // n = round(x·log2e) by the magic-number trick: adding 1.5·2²³ leaves the rounded integer in the low
+    // mantissa bits, so n comes out as a float and as an integer without a lane-by-lane conversion.
+    let magic = SIMD16<Float>(repeating: 12_582_912)
+    let t = clamped * 1.442_695_04 + magic
+    let n = t - magic
+    let nInt = unsafeBitCast(t, to: SIMD16<Int32>.self) &- unsafeBitCast(magic, to: SIMD16<Int32>.self)
+    // r = x − n·ln2, with ln2 = 0.693145751953125 + 1.428606765330187e-06
+    var r = clamped.addingProduct(n, SIMD16(repeating: -0.693_145_751_953_125))
+    r = r.addingProduct(n, SIMD16(repeating: -1.428_606_765_330_187e-06))
+    var p = SIMD16<Float>(repeating: 1.0 / 720)
+    p = (p * r) + SIMD16(repeating: 1.0 / 120)
+    p = (p * r) + SIMD16(repeating: 1.0 / 24)
+    p = (p * r) + SIMD16(repeating: 1.0 / 6)
+    p = (p * r) + SIMD16(repeating: 0.5)
+    p = (p * r) + SIMD16(repeating: 1)
+    p = (p * r) + SIMD16(repeating: 1)
+    // 2^n: n + 127 in the exponent field.
+    let bits = (nInt &+ 127) &<< 23
+    return p * unsafeBitCast(bits, to: SIMD16<Float>.self)
+}
+
+/// e^x for `count` floats in place (vector body, same polynomial for the tail through a padded vector).
+@inline(__always)
+func expInPlace(_ x: UnsafeMutablePointer<Float>, _ count: Int) {
+    var i = 0
+    while i + 16 <= count {
+        let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+        UnsafeMutableRawPointer(x + i).storeBytes(of: exp16(v), as: SIMD16<Float>.self)
+        i += 16
+    }
+    if i < count {
+        var v = SIMD16<Float>(repeating: 0)
+        for j in 0..<(count - i) { v[j] = x[i + j] }
+        let e = exp16(v)
+        for j in 0..<(count - i) { x[i + j] = e[j] }
+    }
+}

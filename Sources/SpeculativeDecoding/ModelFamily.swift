@@ -1,0 +1,141 @@
+import Foundation
+import InferenceCore
+
+// A target model and everything that can draft for it: a draft model folder, Medusa heads
+// (`medusa_lm_head.safetensors` beside the target) and MTP modules (layers past `num_hidden_layers` in the
+// target's checkpoint). Loading checks that a drafter speaks the target's language: the same vocabulary and
+// the same token table, and says what differs when it does not (DESIGN §3).
+
+public struct SpeculativeSetupError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+public struct MedusaOptions: Sendable {
+    /// An explicit tree (paths of top-k ranks); nil sizes a sparse tree from `accuracy` and the measured verify cost.
+    public var choices: [[Int]]?
+    /// `accuracy[h][r]`: how often head h's rank-r token is right (from the heads' training report).
+    public var accuracy: [[Double]]
+    /// Tree sizes (nodes) to choose from at start-up.
+    public var sizes: [Int]
+    /// Typical acceptance for T > 0 (lossy); nil uses lossless rejection sampling.
+    public var typical: (threshold: Float, alpha: Float)?
+
+    public init(choices: [[Int]]? = nil, accuracy: [[Double]] = MedusaOptions.defaultAccuracy, sizes: [Int] = [4, 8, 16, 24, 32, 48, 64],
+                typical: (threshold: Float, alpha: Float)? = (0.09, 0.3)) {
+        self.choices = choices
+        self.accuracy = accuracy
+        self.sizes = sizes
+        self.typical = typical
+    }
+
+    /// A conservative prior when the heads come without measured accuracies: head h's top-1 is right
+    /// 0.55·0.7^h of the time, each further rank a third as often as the one before it.
+    public static let defaultAccuracy: [[Double]] = (0..<4).map { h in (0..<8).map { r in 0.55 * pow(0.7, Double(h)) * pow(1.0 / 3, Double(r)) } }
+}
+
+public final class ModelFamily {
+    public let target: LlamaModel
+    public let tokenizer: BPETokenizer
+    public let stopTokens: Set<Int>
+    public let draft: LlamaModel?
+    public let medusa: MedusaHeads?
+    public let mtp: MTPModule?
+    public let targetDirectory: URL
+
+    public init(target: LlamaModel, tokenizer: BPETokenizer, stopTokens: Set<Int>, draft: LlamaModel? = nil,
+                medusa: MedusaHeads? = nil, mtp: MTPModule? = nil, targetDirectory: URL) {
+        self.target = target
+        self.tokenizer = tokenizer
+        self.stopTokens = stopTokens
+        self.draft = draft
+        self.medusa = medusa
+        self.mtp = mtp
+        self.targetDirectory = targetDirectory
+    }
+
+    /// Loads the target folder and whatever drafters it and `draftDirectory` provide.
+    public static func load(target directory: URL, draft draftDirectory: URL? = nil, pool: WorkerPool = .shared) throws -> ModelFamily {
+        let target = try LlamaModel.load(directory: directory, pool: pool)
+        let tokenizer = try BPETokenizer(contentsOf: directory.appendingPathComponent("tokenizer.json"))
+        guard tokenizer.vocabSize <= target.config.vocabSize else {
+            throw SpeculativeSetupError("\(directory.path)/tokenizer.json has \(tokenizer.vocabSize) tokens but config.json vocab_size is \(target.config.vocabSize)")
+        }
+        var stops = Set(target.config.eosTokenIds)
+        if let eot = tokenizer.tokenID("<|endoftext|>") { stops.insert(eot) }
+
+        var draft: LlamaModel?
+        if let draftDirectory {
+            let model = try LlamaModel.load(directory: draftDirectory, pool: pool)
+            let draftTokenizer = try BPETokenizer(contentsOf: draftDirectory.appendingPathComponent("tokenizer.json"))
+            try checkSameLanguage(target: target.config, tokenizer, draft: model.config, draftTokenizer,
+                                  targetPath: directory.path, draftPath: draftDirectory.path)
+            draft = model
+        }
+        var medusa: MedusaHeads?
+        if FileManager.default.fileExists(atPath: directory.appendingPathComponent("medusa_lm_head.safetensors").path) {
+            medusa = try MedusaHeads.load(target: target, directory: directory)
+        }
+        let mtp = target.config.numNextnPredictLayers > 0 ? try MTPModule.load(target: target, directory: directory) : nil
+        return ModelFamily(target: target, tokenizer: tokenizer, stopTokens: stops, draft: draft, medusa: medusa, mtp: mtp,
+                           targetDirectory: directory)
+    }
+
+    /// The draft's vocabulary and token table must be the target's: otherwise its token ids mean other text.
+    static func checkSameLanguage(target: LlamaConfig, _ targetTokenizer: BPETokenizer, draft: LlamaConfig,
+                                  _ draftTokenizer: BPETokenizer, targetPath: String, draftPath: String) throws {
+        guard target.vocabSize == draft.vocabSize else {
+            throw SpeculativeSetupError("draft model \(draftPath) has vocab_size \(draft.vocabSize); the target \(targetPath) has \(target.vocabSize)")
+        }
+        guard targetTokenizer.vocabSize == draftTokenizer.vocabSize else {
+            throw SpeculativeSetupError("draft tokenizer \(draftPath)/tokenizer.json has \(draftTokenizer.vocabSize) tokens; the target's has \(targetTokenizer.vocabSize)")
+        }
+        for id in 0..<targetTokenizer.vocabSize where targetTokenizer.tokenString(id) != draftTokenizer.tokenString(id) {
+            throw SpeculativeSetupError("draft tokenizer \(draftPath)/tokenizer.json differs from the target's at id \(id): "
+                + "'\(draftTokenizer.tokenString(id) ?? "none")' there, '\(targetTokenizer.tokenString(id) ?? "none")' in the target")
+        }
+    }
+
+    /// The methods this family can run.
+    public var methods: [SpeculativeMethod] {
+        var m: [SpeculativeMethod] = [.none, .ngram]
+        if draft != nil { m.append(.draft) }
+        if medusa != nil { m.append(.medusa) }
+        if mtp != nil { m.append(.mtp) }
+        return m
+    }
+
+    /// The Medusa tree for this machine: explicit choices, or the sparse tree whose size gives the best expected
+    /// tokens per step over the measured verify cost.
+    public func medusaTree(_ options: MedusaOptions, cost: CostModel) throws -> MedusaTree {
+        guard let medusa else { throw SpeculativeSetupError("no Medusa heads beside \(targetDirectory.path)") }
+        if let choices = options.choices {
+            do { return try MedusaTree(choices: choices, heads: medusa.count) } catch let e as MedusaTree.Invalid {
+                throw SpeculativeSetupError("medusa tree: \(e.description)")
+            }
+        }
+        let accuracy = Array(options.accuracy.prefix(medusa.count))
+        let best = MedusaTree.chooseSize(accuracy: accuracy, sizes: options.sizes) { cost.verifyCost(rows: $0) }
+        let choices = best.size > 0 ? best.choices : [[0]]
+        return try MedusaTree(choices: choices, heads: medusa.count)
+    }
+
+    /// A fresh drafter for one request.
+    public func makeDrafter(_ method: SpeculativeMethod, medusaTree: MedusaTree? = nil, medusaOptions: MedusaOptions = .init(),
+                            ngram: (min: Int, max: Int) = (1, 3), pMin: Float = 0) throws -> Drafter? {
+        switch method {
+        case .none: return nil
+        case .ngram: return NGramDrafter(minN: ngram.min, maxN: ngram.max)
+        case .draft:
+            guard let draft else { throw SpeculativeSetupError("method 'draft' needs a draft model; none is configured") }
+            return DraftModelDrafter(model: draft, pMin: pMin)
+        case .mtp:
+            guard let mtp else { throw SpeculativeSetupError("method 'mtp' needs num_nextn_predict_layers ≥ 1 in \(targetDirectory.path)/config.json") }
+            return MTPDrafter(module: mtp)
+        case .medusa:
+            guard let medusa else { throw SpeculativeSetupError("method 'medusa' needs medusa_lm_head.safetensors beside \(targetDirectory.path)") }
+            let tree = try medusaTree ?? self.medusaTree(medusaOptions, cost: .free)
+            return MedusaDrafter(heads: medusa, tree: tree, typical: medusaOptions.typical)
+        }
+    }
+}

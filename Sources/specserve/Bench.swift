@@ -1,0 +1,163 @@
+import ArgumentParser
+import Foundation
+import InferenceCore
+import SpeculativeDecoding
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Race the speculative methods on the bench prompts: tokens/s, speedup over none in the same run, acceptance, identical-to-greedy.")
+
+    @Option(help: "Target model folder.")
+    var model: String
+    @Option(name: .customLong("draft-model"), help: "Draft model folder (enables the draft method).")
+    var draftModel: String?
+    @Option(help: "Comma-separated methods (default: every method the models support).")
+    var methods: String?
+    @Option(help: "Prompt set (JSON with a prompts array of {name, text}).")
+    var prompts = "config/bench_prompts.json"
+    @Option(name: .customLong("max-tokens"))
+    var maxTokens = 128
+    @Option(help: "Repeats per method (the median is reported).")
+    var repeats = 3
+    @Option(help: "0 decodes greedily (and checks outputs against none).")
+    var temperature: Float = 0
+    @Option(name: .customLong("num-draft"), help: "Most draft tokens per step.")
+    var numDraft = 5
+    @Option(name: .customLong("synthetic-acceptance"), help: "Synthetic mode: accept each draft position with this probability (no draft cost).")
+    var syntheticAcceptance: Double?
+    @Flag(name: .customLong("fixed-length"), help: "Keep the draft length fixed (no adaptation, no auto-off).")
+    var fixedLength = false
+    @Option(help: "Kernel threads (default: all cores).")
+    var threads: Int?
+    @Option(help: "Also write the report as JSON to this file.")
+    var json: String?
+
+    func run() throws {
+        let family = try loadFamily(model, draft: draftModel, threads: threads)
+        let texts = try loadPrompts(prompts)
+        let tokenized = texts.map { family.tokenizer.encode($0) }
+        let wanted = try methods.map { list in
+            try list.split(separator: ",").map { name -> SpeculativeMethod in
+                guard let m = SpeculativeMethod(rawValue: String(name)) else { throw ValidationError("unknown method '\(name)'") }
+                guard family.methods.contains(m) || syntheticAcceptance != nil else {
+                    throw CLIError("method '\(name)' is not available for \(model) (have: \(family.methods.map(\.rawValue).joined(separator: ", ")))")
+                }
+                return m
+            }
+        } ?? family.methods
+
+        // Costs on this machine: verify by rows, and each drafter's step, for auto-off and the Medusa tree size.
+        printError("calibrating verify and draft costs…")
+        let verify = CostModel.measure(target: family.target)
+        let tree = family.medusa != nil ? try family.medusaTree(MedusaOptions(), cost: verify) : nil
+        if let tree { printError("medusa tree: \(tree.nodes.count) nodes, depth \(tree.maxDepth) (sized to this machine's verify cost)") }
+        printError("verify cost relative to one decode step: "
+                   + (2...8).map { String(format: "%d rows %.2f×", $0, verify.verifyCost(rows: $0)) }.joined(separator: ", "))
+
+        var options = BenchmarkOptions()
+        options.maxTokens = maxTokens
+        options.repeats = repeats
+        options.sampling = SamplingParameters(temperature: temperature)
+        options.numDraft = numDraft
+        options.syntheticAcceptance = syntheticAcceptance
+        options.adaptive = !fixedLength && syntheticAcceptance == nil
+        options.autoDisable = !fixedLength && syntheticAcceptance == nil
+        var contenders: [SpeculativeBenchmark.Contender] = []
+        if syntheticAcceptance != nil {
+            contenders = [.init(name: "synthetic", cost: verify) { nil }]
+        } else {
+            for m in wanted where m != .none {
+                var cost = verify
+                cost.draftPerToken = draftCost(of: m, family: family, tree: tree)
+                contenders.append(.init(name: m.rawValue, cost: cost) { try? family.makeDrafter(m, medusaTree: tree) })
+            }
+        }
+        let report = SpeculativeBenchmark(target: family.target, stopTokens: family.stopTokens, drafters: contenders)
+            .run(prompts: tokenized, options: options) { printError($0) }
+        writeOut(report.table + "\n")
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(report).write(to: URL(fileURLWithPath: json))
+        }
+    }
+}
+
+/// The cost of drafting one token with `method`, relative to one target decode step, measured here.
+func draftCost(of method: SpeculativeMethod, family: ModelFamily, tree: MedusaTree?) -> Double {
+    let target = stepSeconds { step in
+        let c = family.target.makeCache(capacity: 160)
+        prefill(family.target, c)
+        return { _ = family.target.forward([Row(token: 1, position: 128, cache: c)]) }
+    }
+    switch method {
+    case .none, .ngram:
+        return 0
+    case .draft:
+        guard let draft = family.draft else { return 0 }
+        return stepSeconds { _ in
+            let c = draft.makeCache(capacity: 160)
+            prefill(draft, c)
+            return { _ = draft.forward([Row(token: 1, position: 128, cache: c)]) }
+        } / target
+    case .mtp:
+        guard let mtp = family.mtp else { return 0 }
+        let h = [Float](repeating: 0.1, count: family.target.config.hiddenSize)
+        return stepSeconds { _ in
+            let c = mtp.makeCache(capacity: 8)
+            return { _ = mtp.forward(hidden: [h], tokens: [1], positions: [0], cache: c, logitsOfLastRow: true) }
+        } / target
+    case .medusa:
+        guard let heads = family.medusa, let tree else { return 0 }
+        let h = [Float](repeating: 0.1, count: family.target.config.hiddenSize)
+        return stepSeconds { _ in { _ = heads.logits(hidden: h, heads: tree.maxDepth) } } / target / Double(max(tree.maxDepth, 1))
+    }
+}
+
+private func prefill(_ model: LlamaModel, _ cache: KVCache) {
+    _ = model.forward((0..<128).map { Row(token: $0 % model.config.vocabSize, position: $0, cache: cache, isPrompt: true, wantsLogits: false) })
+    cache.append(128)
+}
+
+/// Median seconds of the step `setUp` returns, over 7 runs after a warm-up.
+private func stepSeconds(_ setUp: (Int) -> () -> Void) -> Double {
+    let step = setUp(0)
+    step()
+    var times: [Double] = []
+    for _ in 0..<7 {
+        let t0 = monotonicSeconds()
+        step()
+        times.append(monotonicSeconds() - t0)
+    }
+    return times.sorted()[3]
+}
+
+struct PromptFile: Decodable {
+    struct Prompt: Decodable { let name: String; let text: String }
+    let prompts: [Prompt]
+}
+
+func loadPrompts(_ path: String) throws -> [String] {
+    do {
+        let file = try JSONDecoder().decode(PromptFile.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        guard !file.prompts.isEmpty else { throw CLIError("\(path): key 'prompts' is empty") }
+        return file.prompts.map(\.text)
+    } catch let error as DecodingError {
+        throw CLIError("\(path): \(describe(error))")
+    } catch let error as CLIError {
+        throw error
+    } catch {
+        throw CLIError("\(path): cannot be read (\(error.localizedDescription))")
+    }
+}
+
+func describe(_ error: DecodingError) -> String {
+    func path(_ p: [CodingKey]) -> String { p.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().trimmingCharacters(in: CharacterSet(charactersIn: ".")) }
+    switch error {
+    case let .keyNotFound(key, ctx): return "key '\(path(ctx.codingPath + [key]))' is missing"
+    case let .typeMismatch(_, ctx): return "key '\(path(ctx.codingPath))': \(ctx.debugDescription)"
+    case let .valueNotFound(_, ctx): return "key '\(path(ctx.codingPath))' is null"
+    case let .dataCorrupted(ctx): return "not valid JSON (\(ctx.debugDescription))"
+    @unknown default: return "\(error)"
+    }
+}
