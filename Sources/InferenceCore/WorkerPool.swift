@@ -20,6 +20,7 @@ public final class WorkerPool: @unchecked Sendable {
     private let generation = Atomic<Int>(0)
     private let remaining = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
+    private let callerLock = NSLock()
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     /// The current job; only read by workers between `generation` increment and `remaining` reaching 0.
@@ -53,8 +54,12 @@ public final class WorkerPool: @unchecked Sendable {
     }
 
     /// Runs `body(i)` for every `i` in `0..<threadCount`, one call per thread, and returns when all are done.
+    /// Callers on different threads take turns (the pool has one job slot): the engine thread is the only
+    /// regular caller, but a test or a calibration running beside it must not corrupt its jobs.
     public func run(_ body: (Int) -> Void) {
         if threadCount == 1 { body(0); return }
+        callerLock.lock()
+        defer { callerLock.unlock() }
         withoutActuallyEscaping(body) { escapable in
             job = escapable
             remaining.store(threadCount - 1, ordering: .relaxed)

@@ -119,36 +119,56 @@ public final class Generation {
     public var isFinished: Bool { finishReason != nil }
     /// Tokens generated so far (all emitted; the last may be pending).
     public var generated: ArraySlice<Int> { context[promptCount...] }
-    public var hasPrefilled: Bool { cache.count > 0 || context.count > promptCount }
+    public var hasPrefilled: Bool { prefilled == promptCount }
 
     /// Stops the request; its cache can be dropped.
     public func cancel() { if finishReason == nil { finishReason = .cancelled } }
 
     // MARK: prefill
 
-    /// The prompt's rows: one forward computes them all (sgemm for long prompts) and the last row's logits.
-    public func prefillRows() -> [Row] {
-        stepStart = monotonicSeconds()
-        return context.enumerated().map {
-            Row(token: $1, position: $0, cache: cache, isPrompt: true, wantsLogits: $0 == promptCount - 1)
+    /// Prompts are prefilled in chunks ending at multiples of this many positions.
+    public static let prefillChunk = 256
+
+    /// Prompt rows already in the cache.
+    public private(set) var prefilled = 0
+    private var prefillEnd = 0
+    private var promptHidden: Tensor?
+
+    /// The prompt's rows `prefilled..<end` (all of them by default): one forward computes them (sgemm for runs of
+    /// ≥ 16 rows), and the last prompt row's logits give the first token. Chunk boundaries should not depend on
+    /// other requests, so that a prompt is always computed the same way.
+    public func prefillRows(upTo end: Int? = nil) -> [Row] {
+        let end = min(end ?? promptCount, promptCount)
+        precondition(end > prefilled, "nothing left to prefill")
+        if prefilled == 0 { stepStart = monotonicSeconds() }
+        prefillEnd = end
+        return (prefilled..<end).map {
+            Row(token: context[$0], position: $0, cache: cache, isPrompt: true, wantsLogits: $0 == promptCount - 1)
         }
     }
 
-    /// Takes the prompt rows' results at `offset` of `output`; returns the first generated token (if any).
+    /// Takes the results of the rows `prefillRows` returned, placed at `offset` of `output`. Returns the first
+    /// generated token once the whole prompt is in.
     @discardableResult
     public func completePrefill(_ output: ForwardOutput, offset: Int = 0) -> [Int] {
-        cache.append(promptCount)
-        let logits = output.logits(row: offset + promptCount - 1)
+        let count = prefillEnd - prefilled
+        cache.append(count)
+        if drafter != nil {
+            if promptHidden == nil { promptHidden = Tensor(shape: [promptCount, target.config.hiddenSize]) }
+            for r in 0..<count {
+                promptHidden!.row(prefilled + r).update(from: output.hidden.row(offset + r), count: target.config.hiddenSize)
+            }
+        }
+        prefilled = prefillEnd
+        guard prefilled == promptCount else { return [] }
+        let logits = output.logits(row: offset + count - 1)
         let first = sampling.isGreedy ? argmax(logits) : sample(distribution(logits, sampling), using: &rng)
         promptSeconds += monotonicSeconds() - stepStart
         let emitted = emit([first])
-        if !isFinished, let drafter {
-            let hidden = Tensor(shape: [promptCount, target.config.hiddenSize])
-            for r in 0..<promptCount {
-                hidden.row(r).update(from: output.hidden.row(offset + r), count: target.config.hiddenSize)
-            }
+        if !isFinished, let drafter, let hidden = promptHidden {
             drafter.start(tokens: context, hidden: hidden)
         }
+        promptHidden = nil
         return emitted
     }
 
@@ -200,9 +220,11 @@ public final class Generation {
 
     /// Runs the request alone to the end; `onTokens` sees each batch of emitted tokens and returns false to stop.
     public func run(onTokens: ([Int]) -> Bool = { _ in true }) {
-        if !hasPrefilled {
-            let out = target.forward(prefillRows())
-            if !onTokens(completePrefill(out)) { cancel() }
+        while !hasPrefilled && !isFinished {
+            // The same fixed chunks the server's engine uses, so a prompt is computed the same way everywhere.
+            let out = target.forward(prefillRows(upTo: (prefilled / Generation.prefillChunk + 1) * Generation.prefillChunk))
+            let first = completePrefill(out)
+            if hasPrefilled && !onTokens(first) { cancel() }
         }
         while !isFinished {
             let out = target.forward(stepRows())

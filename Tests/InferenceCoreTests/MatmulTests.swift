@@ -1,4 +1,6 @@
 import XCTest
+import Foundation
+import Synchronization
 @testable import InferenceCore
 
 final class MatmulTests: XCTestCase {
@@ -46,5 +48,25 @@ final class MatmulTests: XCTestCase {
         let one = run(a, rows: m, weight: weight, path: .streaming, pool: WorkerPool(threadCount: 1))
         let three = run(a, rows: m, weight: weight, path: .streaming, pool: WorkerPool(threadCount: 3))
         XCTAssertEqual(one, three)
+    }
+}
+
+final class WorkerPoolTests: XCTestCase {
+    func testCallersOnSeveralThreadsTakeTurnsWithoutMixingTheirJobs() {
+        let pool = WorkerPool(threadCount: 2)
+        let n = 64, k = 96
+        let weight = Tensor(shape: [n, k], values: randomVector(n * k, seed: 1))
+        let a = randomVector(3 * k, seed: 2)
+        let product: @Sendable () -> [Float] = {
+            var c = [Float](repeating: 0, count: 3 * n)
+            a.withUnsafeBufferPointer { ap in c.withUnsafeMutableBufferPointer { matmul(ap.baseAddress!, rows: 3, weight: weight, into: $0.baseAddress!, pool: pool) } }
+            return c
+        }
+        let expected = product()
+        let mismatches = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            for _ in 0..<200 where product() != expected { mismatches.add(1, ordering: .relaxed) }
+        }
+        XCTAssertEqual(mismatches.load(ordering: .relaxed), 0)
     }
 }

@@ -1,0 +1,120 @@
+import Foundation
+import XCTest
+import InferenceCore
+import SpeculativeDecoding
+@testable import InferenceServer
+
+/// A small model family for engine tests: random weights sized to the committed fixture tokenizer.
+enum ToyFamily {
+    static func make(draft: Bool = true) throws -> ModelFamily {
+        let tokenizer = try BPETokenizer(contentsOf: Fixtures.url("tokenizer/fixture-tokenizer.json"))
+        let config = LlamaConfig(hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2, numAttentionHeads: 4,
+                                 numKeyValueHeads: 2, rmsNormEps: 1e-5, vocabSize: tokenizer.vocabSize,
+                                 maxPositionEmbeddings: 640, tieWordEmbeddings: true)
+        let target = LlamaModel(weights: .random(config: config, seed: 21, scale: 2))
+        return ModelFamily(target: target, tokenizer: tokenizer, stopTokens: [], draft: draft ? target : nil,
+                           targetDirectory: Fixtures.directory)
+    }
+}
+
+/// Collects one job's events on the caller's side.
+final class Collector: @unchecked Sendable {
+    private let lock = NSCondition()
+    private(set) var tokens: [Int] = []
+    private(set) var finish: FinishReason?
+    private(set) var stats: SpeculationStats?
+    private(set) var failure: String?
+    private(set) var started = false
+
+    func handle(_ event: EngineEvent) {
+        lock.lock()
+        switch event {
+        case .started: started = true
+        case let .tokens(t): tokens += t
+        case let .finished(reason, s, _): finish = reason; stats = s
+        case let .failed(m): failure = m
+        }
+        lock.broadcast()
+        lock.unlock()
+    }
+
+    func wait(timeout: Double = 30) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        lock.lock()
+        defer { lock.unlock() }
+        while finish == nil && failure == nil { if !lock.wait(until: deadline) { return false } }
+        return true
+    }
+}
+
+final class EngineTests: XCTestCase {
+    func testConcurrentRequestsEachGetExactlyTheirSoloGreedyOutput() throws {
+        let family = try ToyFamily.make()
+        let engine = Engine(family: family, settings: EngineSettings(maxQueue: 32, maxActive: 8))
+        engine.start()
+        defer { engine.stop() }
+        // Prompts around the 256-token prefill chunk, and every method.
+        let prompts: [[Int]] = [Array(1...5), (0..<300).map { ($0 * 7 + 3) % 500 }, (0..<40).map { ($0 % 9) + 10 },
+                                (0..<257).map { ($0 * 3) % 700 }, [42]]
+        let methods: [SpeculativeMethod] = [.none, .ngram, .draft]
+        var expected: [[Int]] = []
+        var collectors: [Collector] = []
+        for (i, prompt) in prompts.enumerated() {
+            let solo = Generation(target: family.target, prompt: prompt, maxTokens: 24)
+            solo.run()
+            expected.append(Array(solo.generated))
+            for method in methods {
+                let c = Collector()
+                _ = try engine.submit(prompt: prompt, parameters: JobParameters(maxTokens: 24, method: method,
+                                      speculation: SpeculationSettings(numDraft: 2 + i % 4))) { c.handle($0) }
+                collectors.append(c)
+            }
+        }
+        for (i, c) in collectors.enumerated() {
+            XCTAssertTrue(c.wait(), "job \(i) did not finish")
+            XCTAssertEqual(c.tokens, expected[i / methods.count], "prompt \(i / methods.count), method \(methods[i % methods.count])")
+            XCTAssertEqual(c.finish, .length)
+        }
+        let text = engine.metrics.prometheusText()
+        XCTAssertTrue(text.contains("specserve:spec_decode_num_drafts_total"))
+        XCTAssertTrue(text.contains("specserve:generation_tokens_total 360"), text)
+    }
+
+    func testAFullQueueRefusesAndACancelledJobEndsWithinAStep() throws {
+        let family = try ToyFamily.make(draft: false)
+        let engine = Engine(family: family, settings: EngineSettings(maxQueue: 2, maxActive: 1))
+        // Not started: jobs stay queued.
+        _ = try engine.submit(prompt: [1, 2], parameters: JobParameters(maxTokens: 4)) { _ in }
+        _ = try engine.submit(prompt: [1, 2], parameters: JobParameters(maxTokens: 4)) { _ in }
+        XCTAssertThrowsError(try engine.submit(prompt: [1, 2], parameters: JobParameters(maxTokens: 4)) { _ in }) {
+            XCTAssertEqual($0 as? EngineError, .queueFull(2))
+        }
+        engine.start()
+        defer { engine.stop() }
+        let c = Collector()
+        var job: Job?
+        // Wait for room, then a long job that is cancelled after its first tokens.
+        for _ in 0..<200 where job == nil {
+            job = try? engine.submit(prompt: [3, 4, 5], parameters: JobParameters(maxTokens: 500)) { event in
+                c.handle(event)
+            }
+            if job == nil { Thread.sleep(forTimeInterval: 0.01) }
+        }
+        while c.tokens.isEmpty && c.finish == nil { Thread.sleep(forTimeInterval: 0.001) }
+        job?.cancel()
+        XCTAssertTrue(c.wait())
+        XCTAssertEqual(c.finish, .cancelled)
+        XCTAssertLessThan(c.tokens.count, 500)
+    }
+
+    func testInvalidJobsAreRefusedWithAReason() throws {
+        let family = try ToyFamily.make(draft: false)
+        let engine = Engine(family: family)
+        XCTAssertThrowsError(try engine.submit(prompt: Array(repeating: 1, count: 600), parameters: JobParameters(maxTokens: 100)) { _ in }) {
+            XCTAssertTrue("\($0)".contains("exceeds the context of 640"), "\($0)")
+        }
+        XCTAssertThrowsError(try engine.submit(prompt: [1], parameters: JobParameters(maxTokens: 4, method: .medusa)) { _ in }) {
+            XCTAssertTrue("\($0)".contains("'medusa' is not available"), "\($0)")
+        }
+    }
+}
