@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Stage 5: export a train_lm.py checkpoint as a Hugging Face model folder.
+"""Export one train_lm.py-format checkpoint as a Hugging Face model folder
+(export_family.py uses it for the target and the distilled draft).
 
 Writes <out>/config.json, <out>/model.safetensors (BF16 by default, HF tensor
 names, tied lm_head stored once as model.embed_tokens.weight), <out>/tokenizer.json
@@ -15,8 +16,8 @@ Usage: python3 tools/train/export.py --run target --name specserve-code --out mo
        [--ckpt PATH] [--dtype bf16|f16|f32] [--state-dir DIR]
 """
 import argparse
+import copy
 import json
-import math
 import os
 import shutil
 import sys
@@ -52,7 +53,8 @@ def read_log(run_dir):
     return evals, trains
 
 
-def model_card(name, state, params, evals, storage, size_bytes):
+def model_card(name, state, params, evals, storage, size_bytes, sections=()):
+    """The model card; `sections` are extra markdown blocks inserted before the data section."""
     with open(MANIFEST) as f:
         manifest = json.load(f)
     cfg = state["model_config"]
@@ -74,15 +76,31 @@ def model_card(name, state, params, evals, storage, size_bytes):
         f"| Parameters | {params:,} |",
         f"| Storage | {storage}, {size_bytes / 1e6:.1f} MB |",
         f"| Tokenizer | byte-level BPE, {cfg['vocab_size']} tokens, `<|endoftext|>` = 0 |",
-        f"| Tokens trained | {state['tokens_seen']:,} (step {state['step']}, sequence {args['seq_len']}, "
-        f"batch {args['batch']}, planned budget {args['tokens']:,.0f}) |",
-        f"| Training time | {state['elapsed_s'] / 3600:.2f} h on {args['device']} ({args['threads']} threads, "
-        f"{args['precision']}) |",
     ]
+    init = state.get("init")
+    if init:  # a distilled model: pre-training run, then distillation on the target's logits
+        lines += [
+            f"| Tokens trained | {init['tokens_seen'] + state['tokens_seen']:,}: {init['tokens_seen']:,} pre-training "
+            f"on the corpus, then {state['tokens_seen']:,} distilling the target's logits (KL, temperature "
+            f"{args.get('temperature', 1.0):g}, CE weight {args.get('ce_weight', 0.0):g}; sequence {args['seq_len']}, "
+            f"batch {args['batch']}) |",
+            f"| Training time | {(init['elapsed_s'] + state['elapsed_s']) / 3600:.2f} h on {args['device']} "
+            f"({init['elapsed_s'] / 3600:.2f} h pre-training + {state['elapsed_s'] / 3600:.2f} h distillation; "
+            f"{args['threads']} threads, {args['precision']}) |",
+        ]
+    else:
+        lines += [
+            f"| Tokens trained | {state['tokens_seen']:,} (step {state['step']}, sequence {args['seq_len']}, "
+            f"batch {args['batch']}, planned budget {args['tokens']:,.0f}) |",
+            f"| Training time | {state['elapsed_s'] / 3600:.2f} h on {args['device']} ({args['threads']} threads, "
+            f"{args['precision']}) |",
+        ]
     if last:
         bpb = f", {last['val_bits_per_byte']} bits/byte" if "val_bits_per_byte" in last else ""
         lines.append(f"| Validation loss | {last['val_loss']} nats/token{bpb} (step {last['step']}, "
                      f"{last['val_tokens']:,} fixed held-out tokens) |")
+    for section in sections:
+        lines += ["", section.rstrip("\n")]
     lines += [
         "",
         "## Data",
@@ -106,7 +124,11 @@ def model_card(name, state, params, evals, storage, size_bytes):
 def verify(out, reference, storage_dtype):
     from transformers import LlamaForCausalLM
     loaded = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
-    ref = reference.to(storage_dtype).to(torch.float32).eval()
+    # Round the parameters only: casting the whole module would also round the RoPE inv_freq buffer,
+    # which transformers recomputes in float32 on load (and so does the engine).
+    ref = copy.deepcopy(reference).eval()
+    for p in ref.parameters():
+        p.copy_(p.to(storage_dtype).to(torch.float32))
     ids = torch.arange(1, 65)[None] * 37 % loaded.config.vocab_size
     a = loaded(input_ids=ids).logits
     b = ref(input_ids=ids).logits
@@ -114,6 +136,59 @@ def verify(out, reference, storage_dtype):
     if diff > 1e-3:
         sys.exit(f"export: reloaded {out} differs from the checkpoint (max logit difference {diff})")
     return loaded, diff
+
+
+def export_checkpoint(ckpt, out, name=None, dtype="bf16", run_dir=None, sections=()):
+    """Writes the HF folder for a train_lm.py-format checkpoint, verifies it by reloading, and returns
+    (the float32 model, its checkpoint state, the reloaded transformers model, max logit difference)."""
+    run_dir = run_dir or os.path.dirname(os.path.abspath(ckpt))
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    config = config_from_summary(state["model_config"])
+    model = build_model(config, attn="eager")
+    model.load_state_dict(state["model"])
+    params = count_params(model)
+    storage_dtype, dtype_name = DTYPES[dtype]
+
+    os.makedirs(out, exist_ok=True)
+    copy.deepcopy(model).to(storage_dtype).save_pretrained(out, safe_serialization=True)
+    gen_cfg = os.path.join(out, "generation_config.json")
+    if os.path.exists(gen_cfg):
+        os.remove(gen_cfg)
+    update_config(out, {"rope_theta": rope_theta(config), "torch_dtype": dtype_name, "dtype": dtype_name})
+    if os.path.abspath(TOKENIZER) != os.path.abspath(os.path.join(out, "tokenizer.json")):
+        shutil.copyfile(TOKENIZER, os.path.join(out, "tokenizer.json"))
+
+    weights = os.path.join(out, "model.safetensors")
+    evals, _ = read_log(run_dir)
+    name = name or os.path.basename(os.path.normpath(out))
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write(model_card(name, state, params, evals, dtype_name, os.path.getsize(weights), sections))
+
+    loaded, diff = verify(out, model, storage_dtype)
+    print(f"export: {ckpt} (step {state['step']}, {state['tokens_seen']:,} tokens) -> {out} "
+          f"[{dtype_name}, {os.path.getsize(weights) / 1e6:.1f} MB, {params:,} parameters]; "
+          f"reload max logit difference {diff:.2e}")
+    return model, state, loaded, diff
+
+
+def update_config(out, keys):
+    """Adds or replaces keys of <out>/config.json (sorted, indented)."""
+    cfg_path = os.path.join(out, "config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg.update(keys)
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def greedy_sample(loaded, out, prompt):
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+    ids = torch.tensor([tok.encode(prompt).ids])
+    t0 = time.time()
+    gen = loaded.generate(ids, max_new_tokens=48, do_sample=False, eos_token_id=0, pad_token_id=0)
+    print(f"greedy sample ({time.time() - t0:.1f}s):\n{tok.decode(gen[0].tolist())}")
 
 
 def main() -> int:
@@ -129,48 +204,8 @@ def main() -> int:
 
     run_dir = os.path.join(args.state_dir, args.run)
     ckpt = args.ckpt or latest_checkpoint(run_dir)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    config = config_from_summary(state["model_config"])
-    model = build_model(config, attn="eager")
-    model.load_state_dict(state["model"])
-    params = count_params(model)
-    storage_dtype, dtype_name = DTYPES[args.dtype]
-
-    os.makedirs(args.out, exist_ok=True)
-    model.to(storage_dtype).save_pretrained(args.out, safe_serialization=True)
-    model.to(torch.float32)
-    gen_cfg = os.path.join(args.out, "generation_config.json")
-    if os.path.exists(gen_cfg):
-        os.remove(gen_cfg)
-    cfg_path = os.path.join(args.out, "config.json")
-    with open(cfg_path) as f:
-        cfg = json.load(f)
-    cfg["rope_theta"] = rope_theta(config)
-    cfg["torch_dtype"] = dtype_name
-    cfg["dtype"] = dtype_name
-    with open(cfg_path, "w") as f:
-        json.dump(cfg, f, indent=2, sort_keys=True)
-        f.write("\n")
-    if os.path.abspath(TOKENIZER) != os.path.abspath(os.path.join(args.out, "tokenizer.json")):
-        shutil.copyfile(TOKENIZER, os.path.join(args.out, "tokenizer.json"))
-
-    weights = os.path.join(args.out, "model.safetensors")
-    evals, _ = read_log(run_dir)
-    name = args.name or os.path.basename(os.path.normpath(args.out))
-    with open(os.path.join(args.out, "README.md"), "w") as f:
-        f.write(model_card(name, state, params, evals, dtype_name, os.path.getsize(weights)))
-
-    loaded, diff = verify(args.out, model, storage_dtype)
-    print(f"export: {ckpt} (step {state['step']}, {state['tokens_seen']:,} tokens) -> {args.out} "
-          f"[{dtype_name}, {os.path.getsize(weights) / 1e6:.1f} MB, {params:,} parameters]; "
-          f"reload max logit difference {diff:.2e}")
-
-    from tokenizers import Tokenizer
-    tok = Tokenizer.from_file(os.path.join(args.out, "tokenizer.json"))
-    ids = torch.tensor([tok.encode(args.sample).ids])
-    t0 = time.time()
-    out = loaded.generate(ids, max_new_tokens=48, do_sample=False, eos_token_id=0, pad_token_id=0)
-    print(f"greedy sample ({time.time() - t0:.1f}s):\n{tok.decode(out[0].tolist())}")
+    _, _, loaded, _ = export_checkpoint(ckpt, args.out, args.name, args.dtype, run_dir)
+    greedy_sample(loaded, args.out, args.sample)
     return 0
 
 
