@@ -56,6 +56,8 @@ private func attendGroup(
 ) {
     let d = shape.headDim, scale = shape.scale, cache = row.cache
     let visible = row.visibleCount
+    withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 2 * attentionTile) { rowsOfTile in
+    let keys = rowsOfTile.baseAddress!, values = rowsOfTile.baseAddress! + attentionTile
     withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * heads) { state in
         let runningMax = state.baseAddress!, runningSum = state.baseAddress! + heads
         runningMax.initialize(repeating: -.infinity, count: heads)
@@ -65,10 +67,28 @@ private func attendGroup(
         while tileStart < visible {
             let tileEnd = min(tileStart + attentionTile, visible)
             let n = tileEnd - tileStart
-            // Scores for the tile.
+            // The tile's K and V rows (one slot lookup per position).
             for j in 0..<n {
-                let k = cache.key(layer: layer, slot: row.slot(ofLogical: tileStart + j)) + kvHead * d
-                for h in 0..<heads { scores[h * attentionTile + j] = dot(q + h * d, k, d) * scale }
+                let slot = row.slot(ofLogical: tileStart + j)
+                keys[j] = UnsafePointer(cache.key(layer: layer, slot: slot) + kvHead * d)
+                values[j] = UnsafePointer(cache.value(layer: layer, slot: slot) + kvHead * d)
+            }
+            // Scores for the tile.
+            for h in 0..<heads {
+                let qh = q + h * d, s = scores + h * attentionTile
+                if d == 64 {
+                    let q0 = load16(qh), q1 = load16(qh + 16), q2 = load16(qh + 32), q3 = load16(qh + 48)
+                    for j in 0..<n {
+                        let k = keys[j]
+                        var v = q0 * load16(k)
+                        v = v.addingProduct(q1, load16(k + 16))
+                        v = v.addingProduct(q2, load16(k + 32))
+                        v = v.addingProduct(q3, load16(k + 48))
+                        s[j] = horizontalSum(v) * scale
+                    }
+                } else {
+                    for j in 0..<n { s[j] = dot(qh, keys[j], d) * scale }
+                }
             }
             // Online softmax update per head: rescale what came before by e^(m_old − m_new).
             for h in 0..<heads {
@@ -86,10 +106,22 @@ private func attendGroup(
                 let a = acc + h * d
                 if correction != 1 { for i in 0..<d { a[i] *= correction } }
             }
-            // Weighted sum of V for the tile.
-            for j in 0..<n {
-                let v = cache.value(layer: layer, slot: row.slot(ofLogical: tileStart + j)) + kvHead * d
-                for h in 0..<heads { axpy(scores[h * attentionTile + j], v, acc + h * d, d) }
+            // Weighted sum of V for the tile (for d = 64 the accumulator stays in registers across the tile).
+            for h in 0..<heads {
+                let a = acc + h * d, s = scores + h * attentionTile
+                if d == 64 {
+                    var a0 = load16(a), a1 = load16(a + 16), a2 = load16(a + 32), a3 = load16(a + 48)
+                    for j in 0..<n {
+                        let p = SIMD16<Float>(repeating: s[j]), v = values[j]
+                        a0 = a0.addingProduct(p, load16(v))
+                        a1 = a1.addingProduct(p, load16(v + 16))
+                        a2 = a2.addingProduct(p, load16(v + 32))
+                        a3 = a3.addingProduct(p, load16(v + 48))
+                    }
+                    store16(a0, a); store16(a1, a + 16); store16(a2, a + 32); store16(a3, a + 48)
+                } else {
+                    for j in 0..<n { axpy(s[j], values[j], a, d) }
+                }
             }
             tileStart = tileEnd
         }
@@ -98,7 +130,14 @@ private func attendGroup(
             for i in 0..<d { out[h * d + i] = acc[h * d + i] * inv }
         }
     }
+    }
 }
+
+@inline(__always)
+private func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
+
+@inline(__always)
+private func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self) }
 
 /// Σ a[i]·b[i] in 16-lane vectors then the scalar tail; the same order for every caller.
 @inline(__always)

@@ -135,34 +135,6 @@ public struct KernelBenchmark {
     }
 }
 
-/// Reads every float of `tensors` once across the pool's threads; returns a sum so nothing is optimised away.
-@discardableResult
-public func streamAll(_ tensors: [Tensor], pool: WorkerPool) -> Float {
-    var partial = [Float](repeating: 0, count: pool.threadCount)
-    partial.withUnsafeMutableBufferPointer { sums in
-        let sums = sums
-        pool.run { worker in
-            var a = SIMD16<Float>(), b = SIMD16<Float>(), c = SIMD16<Float>(), d = SIMD16<Float>()
-            for t in tensors {
-                let lo = t.count * worker / pool.threadCount / 64 * 64
-                let hi = worker == pool.threadCount - 1 ? t.count : t.count * (worker + 1) / pool.threadCount / 64 * 64
-                var i = lo
-                let p = UnsafeRawPointer(t.data)
-                while i + 64 <= hi {
-                    a += p.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
-                    b += p.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self)
-                    c += p.loadUnaligned(fromByteOffset: (i + 32) * 4, as: SIMD16<Float>.self)
-                    d += p.loadUnaligned(fromByteOffset: (i + 48) * 4, as: SIMD16<Float>.self)
-                    i += 64
-                }
-                while i < hi { a[0] += t.data[i]; i += 1 }
-            }
-            sums[worker] = (a + b + c + d).sum()
-        }
-    }
-    return partial.reduce(0, +)
-}
-
 public func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)

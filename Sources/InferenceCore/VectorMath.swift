@@ -7,7 +7,8 @@
 
 @inline(__always)
 func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
-    let clamped = x.clamped(lowerBound: SIMD16(repeating: -87.0), upperBound: SIMD16(repeating: 88.0))
+    let lo = SIMD16<Float>(repeating: -87.0), hi = SIMD16<Float>(repeating: 88.0)
+    let clamped = x.replacing(with: lo, where: x .< lo).replacing(with: hi, where: x .> hi)
     // n = round(x·log2e) by the magic-number trick: adding 1.5·2²³ leaves the rounded integer in the low
     // mantissa bits, so n comes out as a float and as an integer without a lane-by-lane conversion.
     let magic = SIMD16<Float>(repeating: 12_582_912)

@@ -2,7 +2,10 @@ import XCTest
 @testable import InferenceCore
 
 final class AttentionTests: XCTestCase {
-    let shape = AttentionShape(numHeads: 4, numKVHeads: 2, headDim: 16)
+    /// Head dimension 16 takes the generic path, 64 the register-resident fast path; every test runs both.
+    static let shapes = [AttentionShape(numHeads: 4, numKVHeads: 2, headDim: 16),
+                         AttentionShape(numHeads: 6, numKVHeads: 2, headDim: 64)]
+    var shape = AttentionTests.shapes[0]
 
     /// A cache whose slots hold random K/V (already "after RoPE": attention reads them as they are).
     private func randomCache(slots: Int, seed: UInt64) -> KVCache {
@@ -43,6 +46,10 @@ final class AttentionTests: XCTestCase {
     }
 
     func testCausalRowsMatchTheNaiveReferenceAcrossTileBoundaries() {
+        for s in AttentionTests.shapes { shape = s; checkCausalRowsMatchTheNaiveReferenceAcrossTileBoundaries() }
+    }
+
+    private func checkCausalRowsMatchTheNaiveReferenceAcrossTileBoundaries() {
         let cache = randomCache(slots: 100, seed: 1)
         let positions = [0, 1, 31, 32, 33, 64, 99]
         let rows = positions.map { Row(token: 0, position: $0, cache: cache) }
@@ -56,6 +63,10 @@ final class AttentionTests: XCTestCase {
     }
 
     func testTreeRowsSeeThePrefixAndTheirAncestorsOnly() {
+        for s in AttentionTests.shapes { shape = s; checkTreeRowsSeeThePrefixAndTheirAncestorsOnly() }
+    }
+
+    private func checkTreeRowsSeeThePrefixAndTheirAncestorsOnly() {
         let cache = randomCache(slots: 60, seed: 7)
         cache.append(40)
         // Tree over slots 40...45: 40 root; 41, 42 children of 40; 43 child of 41; 44, 45 children of 42.
@@ -73,6 +84,10 @@ final class AttentionTests: XCTestCase {
     }
 
     func testATreeNodeIsBitwiseEqualToTheSameTokensDecodedInOrder() {
+        for s in AttentionTests.shapes { shape = s; checkATreeNodeIsBitwiseEqualToTheSameTokensDecodedInOrder() }
+    }
+
+    private func checkATreeNodeIsBitwiseEqualToTheSameTokensDecodedInOrder() {
         // Slots 43 and 45 hold copies of 41 and 42: the tree path [40, 43, 45] is the chain 40, 41, 42.
         let cache = randomCache(slots: 50, seed: 21)
         for layer in 0..<1 {
