@@ -240,7 +240,7 @@ def main(argv=None) -> int:
 
     existing = checkpoints(run_dir)
     if existing:
-        state = torch.load(existing[-1], map_location=args.device, weights_only=False)
+        state = torch.load(existing[-1], map_location="cpu", weights_only=False)
         if state["model_config"] != mcfg:
             sys.exit(f"train_lm: {existing[-1]} holds a different architecture {state['model_config']} "
                      f"than requested {mcfg}; use another --run")
