@@ -5,6 +5,6 @@ struct SpecServe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "specserve",
         abstract: "A CPU inference server for LLM speculative decoding.",
-        subcommands: [Generate.self, Bench.self, BenchKernels.self]
+        subcommands: [Serve.self, Generate.self, Bench.self, BenchKernels.self]
     )
 }

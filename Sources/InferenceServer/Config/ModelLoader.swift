@@ -1,0 +1,114 @@
+import Foundation
+import InferenceCore
+import SpeculativeDecoding
+
+// Start-up for one configured model: load the target and its drafters, check the speculation settings against
+// what was loaded, measure on this machine what a verify step and a draft step cost (for auto-off and the
+// Medusa tree size), choose the Medusa tree, and make the model's engine. Every failure names the config key.
+
+public enum ModelLoader {
+    /// Loads `config.models[index]`; its engine is created but not started. `log` gets the start-up lines.
+    public static func load(_ index: Int, config: ServerConfig, pool: WorkerPool, calibrate: Bool = true,
+                            log: (String) -> Void) throws(ConfigError) -> ServedModel {
+        let entry = config.models[index]
+        let key = "models[\(index)]"
+        func fail(_ path: String, _ message: String) -> ConfigError { ConfigError(file: config.file, path: path, message: message) }
+        try checkEngineSupport(entry.speculation, key: key, file: config.file)
+
+        let targetURL = config.resolve(entry.path)
+        let draftURL = entry.speculation.draft.path.map(config.resolve)
+        let start = monotonicSeconds()
+        let family: ModelFamily
+        do {
+            family = try ModelFamily.load(target: targetURL, draft: draftURL, pool: pool)
+        } catch {
+            let message = "\(error)"
+            let inDraft = draftURL.map { message.contains($0.path) && !message.contains("the target") } ?? false
+            throw fail(inDraft ? "\(key).speculation.draft.path" : "\(key).path", message)
+        }
+        let loadSeconds = monotonicSeconds() - start
+        guard family.methods.contains(entry.speculation.defaultMethod) else {
+            throw fail("\(key).speculation.default_method", "'\(entry.speculation.defaultMethod.rawValue)' is not available for "
+                       + "\(entry.path) (available: \(family.methods.map(\.rawValue).joined(separator: ", "))): "
+                       + requirement(entry.speculation.defaultMethod))
+        }
+        var parts = [String(format: "%.1fM parameters, %.1f MB of weights streamed per token", Double(family.target.weightBytes) / 4e6,
+                            Double(family.target.weightBytes) / 1e6)]
+        if let draft = family.draft { parts.append(String(format: "draft %@ %.1f MB", entry.speculation.draft.path ?? "", Double(draft.weightBytes) / 1e6)) }
+        if let medusa = family.medusa { parts.append(String(format: "%d Medusa heads (%.1f MB)", medusa.count, Double(medusa.weightBytes) / 1e6)) }
+        if let mtp = family.mtp { parts.append(String(format: "MTP module (%.1f MB)", Double(mtp.weightBytes) / 1e6)) }
+        log("loaded \(entry.id) from \(targetURL.path): " + parts.joined(separator: ", ")
+            + String(format: "; context %d; methods %@; %.2f s", family.target.config.maxPositionEmbeddings,
+                     family.methods.map(\.rawValue).joined(separator: "/"), loadSeconds))
+        log("kernels: streaming SIMD matmul for decode/verify rows, OpenBLAS sgemm for prompt runs of ≥ \(family.target.blasMinimumRows) rows; "
+            + "\(pool.threadCount) kernel threads")
+
+        var verify = CostModel.free
+        if calibrate {
+            let t0 = monotonicSeconds()
+            verify = CostModel.measure(target: family.target, context: min(128, family.target.config.maxPositionEmbeddings / 2))
+            log(String(format: "calibrated verify cost (relative to one decode step) in %.2f s: ", monotonicSeconds() - t0)
+                + [2, 4, 8, 16].map { String(format: "%d rows %.2f×", $0, verify.verifyCost(rows: $0)) }.joined(separator: ", "))
+        }
+        var tree: MedusaTree?
+        if family.medusa != nil {
+            do {
+                tree = try family.medusaTree(entry.speculation.medusa.options, cost: verify)
+            } catch {
+                throw fail("\(key).speculation.medusa.tree", "\(error)")
+            }
+            let how = if case .auto = entry.speculation.medusa.tree { "sized to this machine's verify cost" } else { "from the config" }
+            log("medusa tree: \(tree!.nodes.count) nodes, depth \(tree!.maxDepth) (\(how)): \(tree!.choices)")
+        }
+        var costs: [SpeculativeMethod: CostModel] = [:]
+        for method in family.methods {
+            var cost = verify
+            if calibrate { cost.draftPerToken = DraftCost.measure(method, family: family, medusaTree: tree) }
+            costs[method] = cost
+        }
+        if calibrate {
+            let drafting = family.methods.filter { $0 != .none && $0 != .ngram }
+            if !drafting.isEmpty {
+                log("draft cost per token (relative to one decode step): "
+                    + drafting.map { String(format: "%@ %.3f×", $0.rawValue, costs[$0]!.draftPerToken) }.joined(separator: ", "))
+            }
+        }
+        let engine = Engine(family: family, settings: EngineSettings(maxQueue: config.engine.maxQueue, maxActive: config.engine.maxActive),
+                            medusaTree: tree)
+        return ServedModel(id: entry.id, family: family, engine: engine, speculation: entry.speculation, costs: costs,
+                           maxContext: config.engine.maxContext)
+    }
+
+    /// What a method needs in the model folder.
+    static func requirement(_ method: SpeculativeMethod) -> String {
+        switch method {
+        case .none, .ngram: return "always available"
+        case .draft: return "set speculation.draft.path to a draft model folder"
+        case .medusa: return "needs medusa_lm_head.safetensors in the model folder"
+        case .mtp: return "needs num_nextn_predict_layers ≥ 1 and the MTP layers in the model folder"
+        }
+    }
+
+    /// The engine builds each request's drafter with ModelFamily.makeDrafter's defaults (p_min 0, n-grams 1…3,
+    /// Medusa typical acceptance 0.09/0.3); other values cannot be applied yet, so they are refused rather than
+    /// silently ignored.
+    static func checkEngineSupport(_ s: SpeculationConfig, key: String, file: String) throws(ConfigError) {
+        let defaults = SpeculationConfig()
+        func refuse(_ path: String, _ value: String, _ applied: String) -> ConfigError {
+            ConfigError(file: file, path: "\(key).speculation.\(path)",
+                        message: "\(value) cannot be applied yet: the engine drafts with \(applied) for every request")
+        }
+        if s.draft.pMin != defaults.draft.pMin { throw refuse("draft.p_min", "\(s.draft.pMin)", "p_min \(defaults.draft.pMin)") }
+        if s.ngram.minN != defaults.ngram.minN { throw refuse("ngram.min_n", "\(s.ngram.minN)", "min_n \(defaults.ngram.minN)") }
+        if s.ngram.maxN != defaults.ngram.maxN { throw refuse("ngram.max_n", "\(s.ngram.maxN)", "max_n \(defaults.ngram.maxN)") }
+        if s.medusa.acceptance != defaults.medusa.acceptance {
+            throw refuse("medusa.acceptance", "'\(s.medusa.acceptance.rawValue)'", "'\(defaults.medusa.acceptance.rawValue)' acceptance")
+        }
+        if s.medusa.posteriorThreshold != defaults.medusa.posteriorThreshold {
+            throw refuse("medusa.posterior_threshold", "\(s.medusa.posteriorThreshold)", "posterior_threshold \(defaults.medusa.posteriorThreshold)")
+        }
+        if s.medusa.posteriorAlpha != defaults.medusa.posteriorAlpha {
+            throw refuse("medusa.posterior_alpha", "\(s.medusa.posteriorAlpha)", "posterior_alpha \(defaults.medusa.posteriorAlpha)")
+        }
+    }
+}
