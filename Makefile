@@ -5,7 +5,6 @@ SHELL := /bin/bash
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 export SPECSERVE_TARGET_CPU ?= $(shell tools/target-cpu.sh)
 MODEL ?= models/specserve-code
-PROMPT ?= def fibonacci(n):
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test serve build deps bench-kernels clean
@@ -16,19 +15,22 @@ deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libopenblas-dev pkg-config; \
 	fi
 
+# The suite is XCTest; Swift Testing is switched off so the run ends on XCTest's own summary line.
 test: deps
 	$(SWIFT) build -c release --build-tests -Xswiftc -enable-testing
-	$(SWIFT) test -c release -Xswiftc -enable-testing --skip-build
+	$(SWIFT) test -c release -Xswiftc -enable-testing --skip-build --disable-swift-testing
 
 build: deps
 	$(SWIFT) build -c release
 
+CONFIG ?= config/default.json
+
 serve: build
-	@if [ ! -f "$(MODEL)/model.safetensors" ]; then \
+	@if [ "$(CONFIG)" = config/default.json ] && [ ! -f "$(MODEL)/model.safetensors" ]; then \
 		echo "$(MODEL)/model.safetensors is not there yet: the shipped model is still being trained (tools/train/README.md)."; \
-		echo "Any HF-layout LLaMA folder works meanwhile: make serve MODEL=path/to/folder"; exit 1; \
+		echo "Any HF-layout LLaMA folder can be served meanwhile: point a copy of $(CONFIG) at it and run make serve CONFIG=that-file"; exit 1; \
 	fi
-	.build/release/specserve generate --model $(MODEL) --prompt "$(PROMPT)" --max-tokens 128
+	.build/release/specserve serve --config $(CONFIG)
 
 bench-kernels: build
 	@if [ -f "$(MODEL)/model.safetensors" ]; then .build/release/specserve bench-kernels --model $(MODEL); \
