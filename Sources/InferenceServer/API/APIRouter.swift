@@ -113,10 +113,10 @@ public final class APIRouter: Sendable {
             let model = try lookup(q.model, in: models, &record)
             try CompletionRoute(model: model, request: q, writer: writer, heartbeat: options.heartbeatSeconds).run(&record)
         case "/v1/models":
-            writer.send(.json(.ok, encodeJSON(ModelList(models))))
+            writer.send(.json(.ok, ModelList.list(models).bytes))
         case "/v1/models/{id}":
             let id = String(request.path.dropFirst("/v1/models/".count)).removingPercentEncoding ?? ""
-            writer.send(.json(.ok, encodeJSON(ModelList.Entry(try lookup(id, in: models, &record)))))
+            writer.send(.json(.ok, ModelList.entry(try lookup(id, in: models, &record)).bytes))
         case "/tokenize":
             try tokenize(request.body, models, writer, &record)
         case "/detokenize":

@@ -4,38 +4,30 @@ import SpeculativeDecoding
 // The OpenAI completion object, and each chunk of a stream, with this server's extensions: `timings` (llama.cpp's
 // names) and `metrics.speculative_decoding`.
 
-public struct CompletionResponse: Encodable, Sendable {
-    public struct Choice: Encodable, Sendable {
+public struct CompletionResponse: Sendable {
+    public struct Choice: Sendable {
         public var text: String
         public var index = 0
-        /// "stop" or "length"; nil in a stream chunk before the last.
+        /// "stop" or "length"; nil (null) in a stream chunk before the last.
         public var finishReason: String?
 
-        enum CodingKeys: String, CodingKey { case text, index, logprobs, finishReason = "finish_reason" }
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(text, forKey: .text)
-            try c.encode(index, forKey: .index)
-            try c.encodeNil(forKey: .logprobs)
-            try c.encode(finishReason, forKey: .finishReason)  // null while streaming
+        var output: JSONOutput {
+            .object(["text": .string(text), "index": .int(index), "logprobs": .null, "finish_reason": .optional(finishReason)])
         }
     }
 
-    public struct Usage: Encodable, Sendable, Equatable {
+    public struct Usage: Sendable, Equatable {
         public var promptTokens: Int
         public var completionTokens: Int
         public var totalTokens: Int { promptTokens + completionTokens }
 
-        enum CodingKeys: String, CodingKey { case promptTokens = "prompt_tokens", completionTokens = "completion_tokens", totalTokens = "total_tokens" }
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(promptTokens, forKey: .promptTokens)
-            try c.encode(completionTokens, forKey: .completionTokens)
-            try c.encode(totalTokens, forKey: .totalTokens)
+        var output: JSONOutput {
+            .object(["prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens), "total_tokens": .int(totalTokens)])
         }
     }
 
-    public struct Timings: Encodable, Sendable, Equatable {
+    /// llama.cpp's names.
+    public struct Timings: Sendable, Equatable {
         public var promptN: Int
         public var promptMs: Double
         public var predictedN: Int
@@ -44,12 +36,6 @@ public struct CompletionResponse: Encodable, Sendable {
         public var draftN: Int
         public var draftNAccepted: Int
         public var draftNVerifSteps: Int
-
-        enum CodingKeys: String, CodingKey {
-            case promptN = "prompt_n", promptMs = "prompt_ms", predictedN = "predicted_n", predictedMs = "predicted_ms"
-            case predictedPerSecond = "predicted_per_second", draftN = "draft_n", draftNAccepted = "draft_n_accepted"
-            case draftNVerifSteps = "draft_n_verif_steps"
-        }
 
         /// `completionTokens` is what the response carries (a stop sequence may end it before the engine stopped).
         init(_ t: JobTimings, _ s: SpeculationStats, completionTokens: Int) {
@@ -62,9 +48,15 @@ public struct CompletionResponse: Encodable, Sendable {
             draftNAccepted = s.accepted
             draftNVerifSteps = s.steps
         }
+
+        var output: JSONOutput {
+            .object(["prompt_n": .int(promptN), "prompt_ms": .double(promptMs), "predicted_n": .int(predictedN),
+                     "predicted_ms": .double(predictedMs), "predicted_per_second": .double(predictedPerSecond), "draft_n": .int(draftN),
+                     "draft_n_accepted": .int(draftNAccepted), "draft_n_verif_steps": .int(draftNVerifSteps)])
+        }
     }
 
-    public struct SpeculativeDecoding: Encodable, Sendable, Equatable {
+    public struct SpeculativeDecoding: Sendable, Equatable {
         public var method: String
         public var lossless: Bool
         public var autoDisabled: Bool
@@ -74,13 +66,6 @@ public struct CompletionResponse: Encodable, Sendable {
         public var draftAcceptanceRate: Double
         public var meanAcceptanceLength: Double
         public var acceptancePerPosition: [Double]
-
-        enum CodingKeys: String, CodingKey {
-            case method, lossless, autoDisabled = "auto_disabled", numSpecSteps = "num_spec_steps"
-            case numDraftTokens = "num_draft_tokens", numAcceptedDraftTokens = "num_accepted_draft_tokens"
-            case draftAcceptanceRate = "draft_acceptance_rate", meanAcceptanceLength = "mean_acceptance_length"
-            case acceptancePerPosition = "acceptance_per_position"
-        }
 
         init(_ s: SpeculationStats) {
             method = s.method.rawValue
@@ -93,11 +78,18 @@ public struct CompletionResponse: Encodable, Sendable {
             meanAcceptanceLength = finite(s.meanAcceptanceLength)
             acceptancePerPosition = s.acceptancePerPosition.map(finite)
         }
+
+        var output: JSONOutput {
+            .object(["method": .string(method), "lossless": .bool(lossless), "auto_disabled": .bool(autoDisabled),
+                     "num_spec_steps": .int(numSpecSteps), "num_draft_tokens": .int(numDraftTokens),
+                     "num_accepted_draft_tokens": .int(numAcceptedDraftTokens), "draft_acceptance_rate": .double(draftAcceptanceRate),
+                     "mean_acceptance_length": .double(meanAcceptanceLength),
+                     "acceptance_per_position": .array(acceptancePerPosition.map { .double($0) })])
+        }
     }
 
-    public struct Metrics: Encodable, Sendable {
+    public struct Metrics: Sendable {
         public var speculativeDecoding: SpeculativeDecoding
-        enum CodingKeys: String, CodingKey { case speculativeDecoding = "speculative_decoding" }
     }
 
     public var id: String
@@ -111,21 +103,16 @@ public struct CompletionResponse: Encodable, Sendable {
     public var timings: Timings?
     public var metrics: Metrics?
 
-    enum CodingKeys: String, CodingKey { case id, object, created, model, choices, usage, timings, metrics }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(id, forKey: .id)
-        try c.encode(object, forKey: .object)
-        try c.encode(created, forKey: .created)
-        try c.encode(model, forKey: .model)
-        try c.encode(choices, forKey: .choices)
-        if let usage { try c.encode(usage, forKey: .usage) } else if usageIsNull { try c.encodeNil(forKey: .usage) }
-        try c.encodeIfPresent(timings, forKey: .timings)
-        try c.encodeIfPresent(metrics, forKey: .metrics)
+    var output: JSONOutput {
+        var fields: [(String, JSONOutput)] = [("id", .string(id)), ("object", .string(object)), ("created", .int(created)),
+                                              ("model", .string(model)), ("choices", .array(choices.map(\.output)))]
+        if let usage { fields.append(("usage", usage.output)) } else if usageIsNull { fields.append(("usage", .null)) }
+        if let timings { fields.append(("timings", timings.output)) }
+        if let metrics { fields.append(("metrics", .object(["speculative_decoding": metrics.speculativeDecoding.output]))) }
+        return .fields(fields)
     }
 
-    public var json: [UInt8] { encodeJSON(self) }
+    public var json: [UInt8] { output.bytes }
 }
 
 /// A completion's id: `cmpl-` and 24 random hex digits.
@@ -141,11 +128,11 @@ func unixTime() -> Int { Int(Date().timeIntervalSince1970) }
 
 private func finite(_ v: Double) -> Double { v.isFinite ? v : 0 }
 
-/// Encodes a response body. Every value is finite (see `finite`), so encoding cannot fail; should it, the body
-/// says so rather than the server trapping.
+/// Encodes a Codable value from another layer (the benchmark report) with sorted keys; should encoding fail, the
+/// body says so rather than the server trapping.
 func encodeJSON<T: Encodable>(_ value: T) -> [UInt8] {
     let encoder = JSONEncoder()
-    encoder.outputFormatting = [.withoutEscapingSlashes]
+    encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
     do {
         return [UInt8](try encoder.encode(value))
     } catch {

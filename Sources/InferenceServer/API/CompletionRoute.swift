@@ -63,7 +63,7 @@ struct CompletionRoute {
         let emit: (String) -> Bool
         if request.stream {
             guard writer.startEventStream() else { job.cancel(); record.note = "client gone"; return }
-            emit = { text in writer.writeEvent(data: String(decoding: chunk(text).json, as: UTF8.self)) }
+            emit = { text in writer.writeEvent(data: chunk(text).output.text) }
             if !echoText.isEmpty && !emit(echoText) { job.cancel(); record.note = "client gone"; return }
         } else {
             emit = { text in
@@ -84,12 +84,12 @@ struct CompletionRoute {
             var last = chunk(end.tail, finish: end.reason)
             last.timings = timings
             last.metrics = metrics
-            guard writer.writeEvent(data: String(decoding: last.json, as: UTF8.self)) else { record.note = "client gone"; return }
+            guard writer.writeEvent(data: last.output.text) else { record.note = "client gone"; return }
             if request.includeUsage {
                 var usageChunk = CompletionResponse(id: id, created: created, model: model.id, choices: [], usage: usage)
                 usageChunk.timings = timings
                 usageChunk.metrics = metrics
-                writer.writeEvent(data: String(decoding: usageChunk.json, as: UTF8.self))
+                writer.writeEvent(data: usageChunk.output.text)
             }
             writer.writeEvent(data: "[DONE]")
             writer.finish()

@@ -3,45 +3,17 @@ import Foundation
 // GET /v1/models (the OpenAI list, with each model's context and speculative methods), POST /tokenize and
 // POST /detokenize.
 
-struct ModelList: Encodable {
-    struct Entry: Encodable {
-        var id: String
-        var object = "model"
-        var created: Int
-        var ownedBy = "specserve"
-        var maxModelLen: Int
-        var speculativeMethods: [String]
-        var defaultSpeculativeMethod: String
-
-        enum CodingKeys: String, CodingKey {
-            case id, object, created, ownedBy = "owned_by", maxModelLen = "max_model_len"
-            case speculativeMethods = "speculative_methods", defaultSpeculativeMethod = "default_speculative_method"
-        }
-
-        init(_ model: ServedModel) {
-            id = model.id
-            created = model.created
-            maxModelLen = model.contextLimit
-            speculativeMethods = model.family.methods.map(\.rawValue)
-            defaultSpeculativeMethod = model.speculation.defaultMethod.rawValue
-        }
+enum ModelList {
+    static func entry(_ model: ServedModel) -> JSONOutput {
+        .object(["id": .string(model.id), "object": .string("model"), "created": .int(model.created), "owned_by": .string("specserve"),
+                 "max_model_len": .int(model.contextLimit),
+                 "speculative_methods": .array(model.family.methods.map { .string($0.rawValue) }),
+                 "default_speculative_method": .string(model.speculation.defaultMethod.rawValue)])
     }
 
-    var object = "list"
-    var data: [Entry]
-
-    init(_ models: [ServedModel]) { data = models.map(Entry.init) }
-}
-
-struct TokenizeResponse: Encodable {
-    var tokens: [Int]
-    var count: Int
-    var maxModelLen: Int
-    enum CodingKeys: String, CodingKey { case tokens, count, maxModelLen = "max_model_len" }
-}
-
-struct DetokenizeResponse: Encodable {
-    var prompt: String
+    static func list(_ models: [ServedModel]) -> JSONOutput {
+        .object(["object": .string("list"), "data": .array(models.map(entry))])
+    }
 }
 
 extension APIRouter {
@@ -62,7 +34,8 @@ extension APIRouter {
         let served = try lookup(model, in: models, &record)
         let tokens = served.tokenizer.encode(prompt)
         record.promptTokens = tokens.count
-        writer.send(.json(.ok, encodeJSON(TokenizeResponse(tokens: tokens, count: tokens.count, maxModelLen: served.contextLimit))))
+        writer.send(.json(.ok, JSONOutput.object(["tokens": .array(tokens.map { .int($0) }), "count": .int(tokens.count),
+                                                   "max_model_len": .int(served.contextLimit)]).bytes))
     }
 
     /// `{"model", "tokens"}` → `{"prompt"}`.
@@ -90,6 +63,6 @@ extension APIRouter {
             throw APIError.badRequest("token id \(tokens[bad]) at tokens[\(bad)] is outside the vocabulary of \(served.vocabularySize)",
                                       param: "tokens")
         }
-        writer.send(.json(.ok, encodeJSON(DetokenizeResponse(prompt: served.tokenizer.decode(tokens)))))
+        writer.send(.json(.ok, JSONOutput.object(["prompt": .string(served.tokenizer.decode(tokens))]).bytes))
     }
 }

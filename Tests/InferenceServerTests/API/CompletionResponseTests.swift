@@ -67,6 +67,16 @@ final class CompletionResponseTests: XCTestCase {
         XCTAssertEqual(perPosition.map { number($0) }, [1, 0.75, 0.5])
     }
 
+    func testKeysComeInOpenAIsOrderAndNumbersAsJSONAllows() {
+        let r = CompletionResponse(id: "cmpl-1", created: 5, model: "m", choices: [.init(text: "a\"b\n", finishReason: "stop")],
+                                   usage: .init(promptTokens: 1, completionTokens: 2))
+        XCTAssertEqual(String(decoding: r.json, as: UTF8.self), #"{"id":"cmpl-1","object":"text_completion","created":5,"model":"m","#
+                       + #""choices":[{"text":"a\"b\n","index":0,"logprobs":null,"finish_reason":"stop"}],"#
+                       + #""usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#)
+        XCTAssertEqual(JSONOutput.array([.double(650), .double(0.75), .double(1e-5), .double(.nan), .double(-.infinity)]).text,
+                       "[650,0.75,1e-05,null,null]")
+    }
+
     func testStreamChunksCarryANullFinishReasonAndUsageOnlyWhenAskedFor() throws {
         let plain = try object(CompletionResponse(id: "c", created: 1, model: "m", choices: [.init(text: "a")]).json)
         XCTAssertNil(plain["usage"])
