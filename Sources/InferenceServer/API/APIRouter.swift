@@ -67,7 +67,8 @@ public final class APIRouter: Sendable {
             record.note = record.note ?? error.message
             writer.send(error)
         }
-        let status = writer.responseStatus?.code ?? 0
+        // 499 (nginx's "client closed request") when the client left before any response could be sent.
+        let status = writer.responseStatus?.code ?? (record.note == "client gone" ? 499 : 0)
         requestCounts.add(route: route ?? "other", method: request.method, status: status)
         guard let log = options.log else { return }
         var line = String(format: "%@ %@ %@ %d %.1fms", writer.remoteAddress, request.method, Self.logSafe(request.target), status,

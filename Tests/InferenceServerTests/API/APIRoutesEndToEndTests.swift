@@ -150,6 +150,19 @@ final class APIRoutesEndToEndTests: XCTestCase {
         try assertError(try s.post("/v1/benchmark", #"{"model": "toy"}"#), 400, param: "prompts", "no prompts")
     }
 
+    func testWhileABenchmarkRunsCompletionsWaitAndABusyModelRefusesTheBenchmark() throws {
+        let s = try start()
+        XCTAssertTrue(s.model.gate.enterExclusive())  // as a running benchmark holds it
+        let refused = try s.post("/v1/completions", #"{"model": "toy", "prompt": "a", "max_tokens": 2}"#)
+        try assertError(refused, 503, param: nil, "a benchmark is running")
+        XCTAssertEqual(refused.header("Retry-After"), "5")
+        s.model.gate.leaveExclusive()
+        XCTAssertTrue(s.model.gate.enterShared())  // as a request in flight holds it
+        try assertError(try s.post("/v1/benchmark", #"{"model": "toy", "prompts": ["a"], "max_tokens": 2}"#), 409, param: nil, "busy")
+        s.model.gate.leaveShared()
+        XCTAssertEqual(try s.post("/v1/benchmark", #"{"model": "toy", "prompts": ["a"], "max_tokens": 2, "repeats": 1, "methods": []}"#).status, 200)
+    }
+
     func testTheBenchmarkNeedsTheModelToItself() {
         let gate = WorkGate()
         XCTAssertTrue(gate.enterShared())

@@ -174,6 +174,20 @@ final class CompletionEndToEndTests: XCTestCase {
         XCTAssertEqual(JSONTesting.text(o), soloText(s.model.family, "x = 1", maxTokens: 4))
     }
 
+    func testAClientThatLeavesWhileQueuedIsCancelledBeforeItRuns() throws {
+        let s = try start { try APITestServer(startEngine: false) }
+        let client = try s.connect()
+        client.send(APITestServer.requestText("POST", "/v1/completions", body: #"{"model": "toy", "prompt": "a", "max_tokens": 50, "temperature": 0}"#))
+        XCTAssertTrue(eventually { s.model.engine.waitingCount == 1 })
+        client.close()
+        XCTAssertTrue(eventually { s.logs.lines.contains { $0.contains("POST /v1/completions 499") && $0.contains("client gone") } }, "\(s.logs.lines)")
+        s.model.engine.start()
+        let metrics = s.model.engine.metrics
+        XCTAssertTrue(eventually { metrics.prometheusText().contains("finished_reason=\"cancelled\"} 1") }, metrics.prometheusText())
+        XCTAssertTrue(metrics.prometheusText().contains("specserve:generation_tokens_total 0"), metrics.prometheusText())
+        XCTAssertTrue(eventually { s.model.gate.inFlight == 0 })
+    }
+
     func testAFullQueueIsAnswered429AndTheQueuedRequestCompletesLater() throws {
         let s = try start { try APITestServer(engine: EngineSettings(maxQueue: 1, maxActive: 1), startEngine: false) }
         let body = #"{"model": "toy", "prompt": "a", "max_tokens": 3, "temperature": 0}"#
