@@ -25,18 +25,38 @@ public struct EngineSettings: Sendable, Equatable {
     }
 }
 
+/// How a request's drafter is built (the model's configured values, DESIGN §8).
+public struct DrafterOptions: Sendable, Equatable {
+    /// Draft model: stop a chain when its top probability falls below this.
+    public var pMin: Float = 0
+    public var ngramMin = 1, ngramMax = 3
+    /// Medusa at T > 0: typical acceptance (threshold, alpha), lossy; nil means lossless rejection sampling.
+    public var medusaTypicalThreshold: Float? = 0.09
+    public var medusaTypicalAlpha: Float = 0.3
+    public init(pMin: Float = 0, ngramMin: Int = 1, ngramMax: Int = 3, medusaTypicalThreshold: Float? = 0.09,
+                medusaTypicalAlpha: Float = 0.3) {
+        self.pMin = pMin
+        self.ngramMin = ngramMin
+        self.ngramMax = ngramMax
+        self.medusaTypicalThreshold = medusaTypicalThreshold
+        self.medusaTypicalAlpha = medusaTypicalAlpha
+    }
+}
+
 /// What a job needs besides the prompt: how to sample, how far, and how to speculate.
 public struct JobParameters: Sendable {
     public var maxTokens: Int
     public var sampling: SamplingParameters
     public var method: SpeculativeMethod
     public var speculation: SpeculationSettings
+    public var drafter: DrafterOptions
     public init(maxTokens: Int, sampling: SamplingParameters = .greedy, method: SpeculativeMethod = .none,
-                speculation: SpeculationSettings = .init()) {
+                speculation: SpeculationSettings = .init(), drafter: DrafterOptions = .init()) {
         self.maxTokens = maxTokens
         self.sampling = sampling
         self.method = method
         self.speculation = speculation
+        self.drafter = drafter
     }
 }
 
@@ -49,6 +69,8 @@ public enum EngineEvent: Sendable {
     case finished(FinishReason, SpeculationStats, JobTimings)
     /// The job failed; the others carry on.
     case failed(String)
+    /// The engine shut down before the job finished (or started).
+    case stopped
 }
 
 public struct JobTimings: Sendable, Equatable, Codable {
@@ -183,7 +205,7 @@ public final class Engine: @unchecked Sendable {
                 let dropped = queue
                 queue.removeAll()
                 lock.unlock()
-                for job in dropped { job.onEvent(.failed("the server is shutting down")) }
+                for job in dropped { job.onEvent(.stopped) }
                 lock.lock()
             }
             while active.count + admitted.count < settings.maxActive, !queue.isEmpty { admitted.append(queue.removeFirst()) }
@@ -192,7 +214,11 @@ public final class Engine: @unchecked Sendable {
 
             for job in admitted {
                 do {
-                    let drafter = try family.makeDrafter(job.parameters.method, medusaTree: medusaTree)
+                    let o = job.parameters.drafter
+                    let drafter = try family.makeDrafter(
+                        job.parameters.method, medusaTree: medusaTree,
+                        medusaOptions: MedusaOptions(typical: o.medusaTypicalThreshold.map { ($0, o.medusaTypicalAlpha) }),
+                        ngram: (o.ngramMin, o.ngramMax), pMin: o.pMin)
                     let g = Generation(target: family.target, prompt: job.prompt, maxTokens: job.parameters.maxTokens,
                                        sampling: job.parameters.sampling, stopTokens: family.stopTokens, drafter: drafter,
                                        settings: job.parameters.speculation, maxTreeNodes: (medusaTree?.nodes.count ?? 16) + 2)
@@ -202,16 +228,24 @@ public final class Engine: @unchecked Sendable {
                     job.onEvent(.failed("\(error)"))
                 }
             }
-            // Drop cancelled jobs (client gone) before spending a forward on them.
+            // Drop cancelled jobs (client gone) before spending a forward on them; on shutdown, fail the rest.
             active.removeAll { a in
-                guard a.job.isCancelled || stopping else { return false }
-                a.generation.cancel()
-                finish(a)
-                return true
+                if a.job.isCancelled {
+                    a.generation.cancel()
+                    finish(a)
+                    return true
+                }
+                if stopping {
+                    a.generation.cancel()
+                    a.job.onEvent(.stopped)
+                    return true
+                }
+                return false
             }
             metrics.setRunning(active.count)
             if active.isEmpty { continue }
             iterate(&active)
+            metrics.setRunning(active.count)
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import InferenceCore
+import InferenceServer
 import SpeculativeDecoding
 
 struct Bench: ParsableCommand {
@@ -68,7 +69,7 @@ struct Bench: ParsableCommand {
         } else {
             for m in wanted where m != .none {
                 var cost = verify
-                cost.draftPerToken = draftCost(of: m, family: family, tree: tree)
+                cost.draftPerToken = DraftCost.measure(m, family: family, medusaTree: tree)
                 contenders.append(.init(name: m.rawValue, cost: cost) { try? family.makeDrafter(m, medusaTree: tree) })
             }
         }
@@ -81,55 +82,6 @@ struct Bench: ParsableCommand {
             try encoder.encode(report).write(to: URL(fileURLWithPath: json))
         }
     }
-}
-
-/// The cost of drafting one token with `method`, relative to one target decode step, measured here.
-func draftCost(of method: SpeculativeMethod, family: ModelFamily, tree: MedusaTree?) -> Double {
-    let target = stepSeconds { step in
-        let c = family.target.makeCache(capacity: 160)
-        prefill(family.target, c)
-        return { _ = family.target.forward([Row(token: 1, position: 128, cache: c)]) }
-    }
-    switch method {
-    case .none, .ngram:
-        return 0
-    case .draft:
-        guard let draft = family.draft else { return 0 }
-        return stepSeconds { _ in
-            let c = draft.makeCache(capacity: 160)
-            prefill(draft, c)
-            return { _ = draft.forward([Row(token: 1, position: 128, cache: c)]) }
-        } / target
-    case .mtp:
-        guard let mtp = family.mtp else { return 0 }
-        let h = [Float](repeating: 0.1, count: family.target.config.hiddenSize)
-        return stepSeconds { _ in
-            let c = mtp.makeCache(capacity: 8)
-            return { _ = mtp.forward(hidden: [h], tokens: [1], positions: [0], cache: c, logitsOfLastRow: true) }
-        } / target
-    case .medusa:
-        guard let heads = family.medusa, let tree else { return 0 }
-        let h = [Float](repeating: 0.1, count: family.target.config.hiddenSize)
-        return stepSeconds { _ in { _ = heads.logits(hidden: h, heads: tree.maxDepth) } } / target / Double(max(tree.maxDepth, 1))
-    }
-}
-
-private func prefill(_ model: LlamaModel, _ cache: KVCache) {
-    _ = model.forward((0..<128).map { Row(token: $0 % model.config.vocabSize, position: $0, cache: cache, isPrompt: true, wantsLogits: false) })
-    cache.append(128)
-}
-
-/// Median seconds of the step `setUp` returns, over 7 runs after a warm-up.
-private func stepSeconds(_ setUp: (Int) -> () -> Void) -> Double {
-    let step = setUp(0)
-    step()
-    var times: [Double] = []
-    for _ in 0..<7 {
-        let t0 = monotonicSeconds()
-        step()
-        times.append(monotonicSeconds() - t0)
-    }
-    return times.sorted()[3]
 }
 
 struct PromptFile: Decodable {

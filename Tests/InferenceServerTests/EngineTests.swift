@@ -33,6 +33,7 @@ final class Collector: @unchecked Sendable {
         case let .tokens(t): tokens += t
         case let .finished(reason, s, _): finish = reason; stats = s
         case let .failed(m): failure = m
+        case .stopped: failure = "stopped"
         }
         lock.broadcast()
         lock.unlock()
@@ -116,5 +117,44 @@ final class EngineTests: XCTestCase {
         XCTAssertThrowsError(try engine.submit(prompt: [1], parameters: JobParameters(maxTokens: 4, method: .medusa)) { _ in }) {
             XCTAssertTrue("\($0)".contains("'medusa' is not available"), "\($0)")
         }
+    }
+
+    func testEachRequestsDrafterIsBuiltWithTheConfiguredOptions() throws {
+        let family = try ToyFamily.make()
+        let engine = Engine(family: family)
+        engine.start()
+        defer { engine.stop() }
+        func run(_ options: DrafterOptions) throws -> SpeculationStats {
+            let c = Collector()
+            _ = try engine.submit(prompt: [5, 6, 7], parameters: JobParameters(maxTokens: 12, method: .draft,
+                                  speculation: SpeculationSettings(autoDisable: false), drafter: options)) { c.handle($0) }
+            XCTAssertTrue(c.wait())
+            return try XCTUnwrap(c.stats)
+        }
+        // The draft is the target itself, so its top probability is what it is; p_min above 1 stops every chain.
+        XCTAssertGreaterThan(try run(DrafterOptions(pMin: 0)).steps, 0)
+        let never = try run(DrafterOptions(pMin: 1.5))
+        XCTAssertEqual(never.steps, 0)
+        XCTAssertGreaterThan(never.plainSteps, 0)
+    }
+
+    func testStoppingTheEngineFailsActiveJobsAsShutdownNotAsCancellation() throws {
+        let family = try ToyFamily.make(draft: false)
+        let engine = Engine(family: family)
+        engine.start()
+        let c = Collector()
+        _ = try engine.submit(prompt: [1, 2, 3], parameters: JobParameters(maxTokens: 400)) { c.handle($0) }
+        while c.tokens.isEmpty { Thread.sleep(forTimeInterval: 0.001) }
+        engine.stop()
+        XCTAssertTrue(c.wait())
+        XCTAssertNil(c.finish)
+        XCTAssertEqual(c.failure, "stopped")
+        // The gauge drops to 0 once the engine thread has dropped the job (right after the event).
+        var idle = false
+        for _ in 0..<200 where !idle {
+            idle = engine.metrics.prometheusText().contains("specserve:num_requests_running 0")
+            if !idle { Thread.sleep(forTimeInterval: 0.005) }
+        }
+        XCTAssertTrue(idle)
     }
 }

@@ -33,7 +33,7 @@ struct CompletionRoute {
         do {
             job = try model.engine.submit(prompt: prompt, parameters: parameters) { event in
                 switch event {
-                case .finished, .failed: gate.leaveShared()
+                case .finished, .failed, .stopped: gate.leaveShared()
                 case .started, .tokens: break
                 }
                 channel.push(event)
@@ -169,12 +169,15 @@ struct CompletionRoute {
                     let tail = text.finish()
                     return (text, End(reason: reason.rawValue, stats: stats, timings: timings, tail: tail))
                 case .cancelled:
-                    // Not cancelled here: the engine is shutting down.
+                    // Not cancelled by this connection: only the engine's shutdown ends a job that way.
                     fail(APIError(.serviceUnavailable, "the server is shutting down; the generation was cancelled"), &record)
                     return nil
                 }
             case let .failed(message):
                 fail(APIError(.internalServerError, "the generation failed: \(message)"), &record)
+                return nil
+            case .stopped:
+                fail(APIError(.serviceUnavailable, "the server is shutting down; the generation was cancelled"), &record)
                 return nil
             }
         }

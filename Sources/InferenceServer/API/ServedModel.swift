@@ -46,7 +46,11 @@ public final class ServedModel: @unchecked Sendable {
                                            adaptive: speculation.adaptive, autoDisable: speculation.autoDisable.enabled,
                                            breakEven: speculation.autoDisable.breakEven,
                                            warmupSteps: speculation.autoDisable.warmupSteps, costModel: costs[method] ?? .free)
-        return JobParameters(maxTokens: q.maxTokens, sampling: q.sampling, method: method, speculation: settings)
+        let d = speculation
+        let drafter = DrafterOptions(pMin: Float(d.draft.pMin), ngramMin: d.ngram.minN, ngramMax: d.ngram.maxN,
+                                     medusaTypicalThreshold: d.medusa.acceptance == .typical ? Float(d.medusa.posteriorThreshold) : nil,
+                                     medusaTypicalAlpha: Float(d.medusa.posteriorAlpha))
+        return JobParameters(maxTokens: q.maxTokens, sampling: q.sampling, method: method, speculation: settings, drafter: drafter)
     }
 
     /// Token ids of a prompt, checked against the vocabulary and the context.

@@ -13,7 +13,6 @@ public enum ModelLoader {
         let entry = config.models[index]
         let key = "models[\(index)]"
         func fail(_ path: String, _ message: String) -> ConfigError { ConfigError(file: config.file, path: path, message: message) }
-        try checkEngineSupport(entry.speculation, key: key, file: config.file)
 
         let targetURL = config.resolve(entry.path)
         let draftURL = entry.speculation.draft.path.map(config.resolve)
@@ -86,29 +85,6 @@ public enum ModelLoader {
         case .draft: return "set speculation.draft.path to a draft model folder"
         case .medusa: return "needs medusa_lm_head.safetensors in the model folder"
         case .mtp: return "needs num_nextn_predict_layers ≥ 1 and the MTP layers in the model folder"
-        }
-    }
-
-    /// The engine builds each request's drafter with ModelFamily.makeDrafter's defaults (p_min 0, n-grams 1…3,
-    /// Medusa typical acceptance 0.09/0.3); other values cannot be applied yet, so they are refused rather than
-    /// silently ignored.
-    static func checkEngineSupport(_ s: SpeculationConfig, key: String, file: String) throws(ConfigError) {
-        let defaults = SpeculationConfig()
-        func refuse(_ path: String, _ value: String, _ applied: String) -> ConfigError {
-            ConfigError(file: file, path: "\(key).speculation.\(path)",
-                        message: "\(value) cannot be applied yet: the engine drafts with \(applied) for every request")
-        }
-        if s.draft.pMin != defaults.draft.pMin { throw refuse("draft.p_min", "\(s.draft.pMin)", "p_min \(defaults.draft.pMin)") }
-        if s.ngram.minN != defaults.ngram.minN { throw refuse("ngram.min_n", "\(s.ngram.minN)", "min_n \(defaults.ngram.minN)") }
-        if s.ngram.maxN != defaults.ngram.maxN { throw refuse("ngram.max_n", "\(s.ngram.maxN)", "max_n \(defaults.ngram.maxN)") }
-        if s.medusa.acceptance != defaults.medusa.acceptance {
-            throw refuse("medusa.acceptance", "'\(s.medusa.acceptance.rawValue)'", "'\(defaults.medusa.acceptance.rawValue)' acceptance")
-        }
-        if s.medusa.posteriorThreshold != defaults.medusa.posteriorThreshold {
-            throw refuse("medusa.posterior_threshold", "\(s.medusa.posteriorThreshold)", "posterior_threshold \(defaults.medusa.posteriorThreshold)")
-        }
-        if s.medusa.posteriorAlpha != defaults.medusa.posteriorAlpha {
-            throw refuse("medusa.posterior_alpha", "\(s.medusa.posteriorAlpha)", "posterior_alpha \(defaults.medusa.posteriorAlpha)")
         }
     }
 }

@@ -156,19 +156,6 @@ final class ServerConfigTests: XCTestCase {
         XCTAssertEqual(http.headTimeout, 1.5)
     }
 
-    func testSettingsTheEngineCannotApplyAreRefusedNotIgnored() {
-        var s = SpeculationConfig()
-        s.draft.pMin = 0.3
-        XCTAssertThrowsError(try ModelLoader.checkEngineSupport(s, key: "models[0]", file: "f.json")) {
-            XCTAssertEqual("\($0)", "f.json: models[0].speculation.draft.p_min: 0.3 cannot be applied yet: the engine drafts with p_min 0.0 for every request")
-        }
-        s = SpeculationConfig()
-        s.medusa.acceptance = .rejection
-        XCTAssertThrowsError(try ModelLoader.checkEngineSupport(s, key: "models[0]", file: "f.json")) {
-            XCTAssertTrue("\($0)".contains("models[0].speculation.medusa.acceptance"), "\($0)")
-        }
-        XCTAssertNoThrow(try ModelLoader.checkEngineSupport(SpeculationConfig(), key: "models[0]", file: "f.json"))
-    }
 
     func testAnAPIKeyVariableThatIsNotSetStopsTheStart() throws {
         var config = try decode(minimal)
