@@ -128,12 +128,10 @@ private func kernel4x4(
     let next = w + 4 * k
     var p = 0
     while p < kv {
-        if rows > 1 {
-            specserve_prefetch(next + 4 * p)
-            specserve_prefetch(next + 4 * p + 16)
-            specserve_prefetch(next + 4 * p + 32)
-            specserve_prefetch(next + 4 * p + 48)
-        }
+        specserve_prefetch(next + 4 * p)
+        specserve_prefetch(next + 4 * p + 16)
+        specserve_prefetch(next + 4 * p + 32)
+        specserve_prefetch(next + 4 * p + 48)
         let x0 = load(w0 + p), x1 = load(w1 + p), x2 = load(w2 + p), x3 = load(w3 + p)
         let y0 = load(a0 + p)
         c00 = c00.addingProduct(y0, x0); c01 = c01.addingProduct(y0, x1)
