@@ -14,14 +14,15 @@ public struct SpeculativeSetupError: Error, CustomStringConvertible, Equatable {
 public struct MedusaOptions: Sendable {
     /// An explicit tree (paths of top-k ranks); nil sizes a sparse tree from `accuracy` and the measured verify cost.
     public var choices: [[Int]]?
-    /// `accuracy[h][r]`: how often head h's rank-r token is right (from the heads' training report).
-    public var accuracy: [[Double]]
+    /// `accuracy[h][r]`: how often head h's rank-r token is right. nil: the model's measured figures
+    /// (`medusa_topk_accuracy` in its config.json, written by the training report), else `defaultAccuracy`.
+    public var accuracy: [[Double]]?
     /// Tree sizes (nodes) to choose from at start-up.
     public var sizes: [Int]
     /// Typical acceptance for T > 0 (lossy); nil uses lossless rejection sampling.
     public var typical: (threshold: Float, alpha: Float)?
 
-    public init(choices: [[Int]]? = nil, accuracy: [[Double]] = MedusaOptions.defaultAccuracy, sizes: [Int] = [4, 8, 16, 24, 32, 48, 64],
+    public init(choices: [[Int]]? = nil, accuracy: [[Double]]? = nil, sizes: [Int] = [4, 8, 16, 24, 32, 48, 64],
                 typical: (threshold: Float, alpha: Float)? = (0.09, 0.3)) {
         self.choices = choices
         self.accuracy = accuracy
@@ -42,9 +43,11 @@ public final class ModelFamily {
     public let medusa: MedusaHeads?
     public let mtp: MTPModule?
     public let targetDirectory: URL
+    /// Measured Medusa accuracies by head and rank, when the model folder carries them.
+    public let medusaAccuracy: [[Double]]?
 
     public init(target: LlamaModel, tokenizer: BPETokenizer, stopTokens: Set<Int>, draft: LlamaModel? = nil,
-                medusa: MedusaHeads? = nil, mtp: MTPModule? = nil, targetDirectory: URL) {
+                medusa: MedusaHeads? = nil, mtp: MTPModule? = nil, targetDirectory: URL, medusaAccuracy: [[Double]]? = nil) {
         self.target = target
         self.tokenizer = tokenizer
         self.stopTokens = stopTokens
@@ -52,6 +55,7 @@ public final class ModelFamily {
         self.medusa = medusa
         self.mtp = mtp
         self.targetDirectory = targetDirectory
+        self.medusaAccuracy = medusaAccuracy
     }
 
     /// Loads the target folder and whatever drafters it and `draftDirectory` provide.
@@ -73,12 +77,26 @@ public final class ModelFamily {
             draft = model
         }
         var medusa: MedusaHeads?
+        var accuracy: [[Double]]?
         if FileManager.default.fileExists(atPath: directory.appendingPathComponent("medusa_lm_head.safetensors").path) {
             medusa = try MedusaHeads.load(target: target, directory: directory)
+            accuracy = try medusaAccuracy(in: directory.appendingPathComponent("config.json"))
         }
         let mtp = target.config.numNextnPredictLayers > 0 ? try MTPModule.load(target: target, directory: directory) : nil
         return ModelFamily(target: target, tokenizer: tokenizer, stopTokens: stops, draft: draft, medusa: medusa, mtp: mtp,
-                           targetDirectory: directory)
+                           targetDirectory: directory, medusaAccuracy: accuracy)
+    }
+
+    /// The optional `medusa_topk_accuracy` key: one list of probabilities in [0, 1] per head.
+    static func medusaAccuracy(in config: URL) throws -> [[Double]]? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(contentsOf: config)) as? [String: Any],
+              let value = object["medusa_topk_accuracy"] else { return nil }
+        guard let rows = value as? [[Any]],
+              let table = Optional(rows.map { $0.compactMap { ($0 as? NSNumber)?.doubleValue } }),
+              zip(rows, table).allSatisfy({ $0.count == $1.count }), table.joined().allSatisfy({ (0...1).contains($0) }) else {
+            throw SpeculativeSetupError("\(config.path): key 'medusa_topk_accuracy': expected a list of lists of probabilities in [0, 1]")
+        }
+        return table
     }
 
     /// The draft's vocabulary and token table must be the target's: otherwise its token ids mean other text.
@@ -114,7 +132,7 @@ public final class ModelFamily {
                 throw SpeculativeSetupError("medusa tree: \(e.description)")
             }
         }
-        let accuracy = Array(options.accuracy.prefix(medusa.count))
+        let accuracy = Array((options.accuracy ?? medusaAccuracy ?? MedusaOptions.defaultAccuracy).prefix(medusa.count))
         let best = MedusaTree.chooseSize(accuracy: accuracy, sizes: options.sizes) { cost.verifyCost(rows: $0) }
         let choices = best.size > 0 ? best.choices : [[0]]
         return try MedusaTree(choices: choices, heads: medusa.count)

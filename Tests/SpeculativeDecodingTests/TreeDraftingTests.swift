@@ -1,4 +1,5 @@
 import XCTest
+import Foundation
 import InferenceCore
 @testable import InferenceCore
 @testable import SpeculativeDecoding
@@ -155,5 +156,37 @@ final class MedusaTests: XCTestCase {
     func testTopKReturnsTheLargestFirst() {
         let v: [Float] = [0.1, 0.9, 0.3, 0.9, -1, 0.5]
         XCTAssertEqual(v.withUnsafeBufferPointer { topK($0, 3) }, [1, 3, 5])
+    }
+}
+
+final class MedusaAccuracyConfigTests: XCTestCase {
+    private func configFile(_ json: String) throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("medusa-acc-\(UUID().uuidString).json")
+        try Data(json.utf8).write(to: url)
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url
+    }
+
+    func testMeasuredAccuraciesAreReadAndShapeTheTree() throws {
+        let url = try configFile(#"{"hidden_size": 32, "medusa_topk_accuracy": [[0.1, 0.7], [0.05, 0.02]]}"#)
+        let table = try XCTUnwrap(ModelFamily.medusaAccuracy(in: url))
+        XCTAssertEqual(table, [[0.1, 0.7], [0.05, 0.02]])
+        // With these figures head 0's second choice is the likeliest node: the tree starts there, not at [0].
+        let target = ToyModels.model(seed: 8)
+        let h = target.config.hiddenSize
+        let heads = MedusaHeads(target: target, layout: .v2SharedHead, blocks: (0..<2).map { _ in
+            [(weight: Tensor(shape: [h, h]), bias: Tensor(shape: [h]))] }, projections: [])
+        let family = ModelFamily(target: target, tokenizer: try BPETokenizer(contentsOf: Fixtures.url("tokenizer/fixture-tokenizer.json")),
+                                 stopTokens: [], medusa: heads, targetDirectory: Fixtures.directory, medusaAccuracy: table)
+        let tree = try family.medusaTree(MedusaOptions(sizes: [1]), cost: .free)
+        XCTAssertEqual(tree.choices, [[1]])
+        XCTAssertNil(try ModelFamily.medusaAccuracy(in: try configFile(#"{"hidden_size": 32}"#)))
+    }
+
+    func testABadAccuracyTableIsNamed() throws {
+        let url = try configFile(#"{"medusa_topk_accuracy": [[0.5, 1.5]]}"#)
+        XCTAssertThrowsError(try ModelFamily.medusaAccuracy(in: url)) {
+            XCTAssertTrue("\($0)".contains("key 'medusa_topk_accuracy'"), "\($0)")
+        }
     }
 }

@@ -172,6 +172,8 @@ def run_medusa(heads, target, hidden, cont, args, top=10):
         per_head.append({"head": h, "predicts": f"t+{h + 2}",
                          "top1": round(hit[..., 0].float().mean().item(), 4),
                          "top5": round(hit[..., :5].any(-1).float().mean().item(), 4),
+                         # P(the rank-r token is the target's), r = 0..top-1: the engine sizes its tree with these.
+                         "rank_accuracy": [round(hit[..., r].float().mean().item(), 4) for r in range(top)],
                          "positions": int(labels.numel())})
         r = torch.where(hit.any(-1), hit.float().argmax(-1), torch.full_like(labels, -1))
         ranks[:, :, h] = r[:, :valid]

@@ -225,6 +225,11 @@ def main(argv=None):
           f"same logits")
     if report:
         shutil.copyfile(report_path + ".json", os.path.join(target_out, "acceptance_report.json"))
+        heads = (report.get("medusa") or {}).get("heads") or []
+        if "medusa" in states and heads and all("rank_accuracy" in h for h in heads):
+            # Measured per-head, per-rank accuracies: the engine sizes its Medusa tree from them and the verify
+            # cost it measures at start-up.
+            update_config(target_out, {"medusa_topk_accuracy": [h["rank_accuracy"] for h in heads]})
 
     if "draft" in states:
         init = states["draft"].get("init", {})
