@@ -22,8 +22,8 @@ protocol:<what>, mismatch, deadline), aggregate completion tokens per second of 
 p50/p99 time to first token (streaming requests, client-measured), p50/p99 per-token latency (streaming:
 client-measured from the first to the last text event; all requests: the server's predicted_ms per token after
 the first), and the server overhead of non-streaming requests: client wall time minus the server's own
-timings.prompt_ms + timings.predicted_ms. The response carries no queue time, so under concurrency the overhead
-also holds the time a request waited for the engine; measure the overhead bar with --clients 1.
+timings.prompt_ms + timings.predicted_ms + timings.queue_ms (the time the request waited for the engine;
+servers without that field count it as overhead, so measure the overhead bar with --clients 1 there).
 
 Every loop is bounded: C*R requests at most, nothing new is started after --duration-limit seconds, and each
 socket read times out after --timeout seconds. Exit status 0 only when no request failed or mismatched.
@@ -395,7 +395,7 @@ def main(argv=None):
                         for r in ok if r.stream and r.first_text_at is not None and r.completion_tokens > 1]
     per_token_server = [r.timings["predicted_ms"] / (r.timings["predicted_n"] - 1)
                         for r in ok if r.timings and r.timings.get("predicted_n", 0) > 1]
-    overhead = [r.wall_ms - r.timings["prompt_ms"] - r.timings["predicted_ms"]
+    overhead = [r.wall_ms - r.timings["prompt_ms"] - r.timings["predicted_ms"] - r.timings.get("queue_ms", 0)
                 for r in ok if not r.stream and r.timings]
     report = {
         "url": args.url, "model": args.model, "clients": args.clients, "requests_per_client": args.requests,
@@ -424,7 +424,7 @@ def main(argv=None):
             "prompt_ms": summary([r.timings["prompt_ms"] for r in mine if r.timings]),
             "per_token_ms_server": summary([r.timings["predicted_ms"] / (r.timings["predicted_n"] - 1)
                                             for r in mine if r.timings and r.timings.get("predicted_n", 0) > 1]),
-            "overhead_ms": summary([r.wall_ms - r.timings["prompt_ms"] - r.timings["predicted_ms"]
+            "overhead_ms": summary([r.wall_ms - r.timings["prompt_ms"] - r.timings["predicted_ms"] - r.timings.get("queue_ms", 0)
                                     for r in mine if not r.stream and r.timings]),
         }
     if args.json_out:

@@ -163,12 +163,13 @@ public final class Generation {
         guard prefilled == promptCount else { return [] }
         let logits = output.logits(row: offset + count - 1)
         let first = sampling.isGreedy ? argmax(logits) : sample(distribution(logits, sampling), using: &rng)
-        promptSeconds += monotonicSeconds() - stepStart
         let emitted = emit([first])
         if !isFinished, let drafter, let hidden = promptHidden {
+            // The drafter's own prefill (a draft model's prompt, an MTP module's catch-up) is prompt work too.
             drafter.start(tokens: context, hidden: hidden)
         }
         promptHidden = nil
+        promptSeconds += monotonicSeconds() - stepStart
         return emitted
     }
 
@@ -212,8 +213,10 @@ public final class Generation {
         let newTokens = outcome.path.map { tree.tokens[$0] } + [outcome.next]
         let emitted = emit(newTokens)
         if !isFinished, let drafter, speculating {
+            let commitStart = monotonicSeconds()
             let rows = [0] + outcome.path.map { $0 + 1 }
             drafter.commit(tokens: context, tree: tree, outcome: outcome, hidden: rows.map { output.hidden(row: offset + $0) })
+            stats.draftSeconds += monotonicSeconds() - commitStart
         }
         return emitted
     }

@@ -36,6 +36,8 @@ public struct CompletionResponse: Sendable {
         public var draftN: Int
         public var draftNAccepted: Int
         public var draftNVerifSteps: Int
+        /// Time spent queued before prefill started (not part of prompt_ms or predicted_ms).
+        public var queueMs: Double
 
         /// `completionTokens` is what the response carries (a stop sequence may end it before the engine stopped).
         init(_ t: JobTimings, _ s: SpeculationStats, completionTokens: Int) {
@@ -47,12 +49,14 @@ public struct CompletionResponse: Sendable {
             draftN = s.drafted
             draftNAccepted = s.accepted
             draftNVerifSteps = s.steps
+            queueMs = finite(t.queuedMs)
         }
 
         var output: JSONOutput {
             .object(["prompt_n": .int(promptN), "prompt_ms": .double(promptMs), "predicted_n": .int(predictedN),
                      "predicted_ms": .double(predictedMs), "predicted_per_second": .double(predictedPerSecond), "draft_n": .int(draftN),
-                     "draft_n_accepted": .int(draftNAccepted), "draft_n_verif_steps": .int(draftNVerifSteps)])
+                     "draft_n_accepted": .int(draftNAccepted), "draft_n_verif_steps": .int(draftNVerifSteps),
+                     "queue_ms": .double(queueMs)])
         }
     }
 

@@ -52,7 +52,7 @@ final class CompletionResponseTests: XCTestCase {
             return XCTFail("timings or metrics missing")
         }
         XCTAssertEqual(Set(t.keys), ["prompt_n", "prompt_ms", "predicted_n", "predicted_ms", "predicted_per_second", "draft_n",
-                                     "draft_n_accepted", "draft_n_verif_steps"])
+                                     "draft_n_accepted", "draft_n_verif_steps", "queue_ms"])
         XCTAssertEqual(t["predicted_n"], .integer(13))
         XCTAssertEqual(number(t["predicted_per_second"]), 650)
         XCTAssertEqual(t["draft_n"], .integer(12))
