@@ -249,8 +249,9 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    /// One forward over the rows of every active request.
+    /// One forward over the rows of every active request (after the draft models' forwards, batched the same way).
     private func iterate(_ active: inout [Active]) {
+        draftAll(active.filter { $0.generation.hasPrefilled })
         var rows: [Row] = []
         var plan: [(active: Active, offset: Int, count: Int, prefill: Bool)] = []
         var prefillBudget = settings.prefillChunk
@@ -298,6 +299,29 @@ public final class Engine: @unchecked Sendable {
             if !a.generation.isFinished { a.generation.cancel() }
             finish(a)
             return true
+        }
+    }
+
+    /// Builds every decoding request's proposal: draft models run one forward per draft position for all the
+    /// requests that use them, instead of one forward per request.
+    private func draftAll(_ decoding: [Active]) {
+        for a in decoding { a.generation.beginStep() }
+        while true {
+            var groups: [ObjectIdentifier: (model: LlamaModel, rows: [Row], plan: [(Generation, Int)])] = [:]
+            for a in decoding {
+                guard let model = a.generation.draftModel else { continue }
+                let id = ObjectIdentifier(model)
+                var group = groups[id] ?? (model, [], [])
+                group.plan.append((a.generation, group.rows.count))
+                group.rows += a.generation.draftRows()
+                groups[id] = group
+            }
+            if groups.isEmpty { return }
+            for group in groups.values {
+                let output = group.model.forward(group.rows)
+                metrics.observeDraftForward(rows: group.rows.count)
+                for (g, offset) in group.plan { g.completeDraft(output, offset: offset) }
+            }
         }
     }
 

@@ -12,6 +12,7 @@ public final class EngineMetrics: @unchecked Sendable {
     private var perMethod: [String: Int] = [:]
     private var running = 0, waiting = 0
     private var forwardRows = 0, forwards = 0
+    private var draftForwardRows = 0, draftForwards = 0
     private var ttft = Histogram(bounds: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
     private var perToken = Histogram(bounds: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25])
 
@@ -20,6 +21,7 @@ public final class EngineMetrics: @unchecked Sendable {
     func setRunning(_ n: Int) { lock.withLock { running = n } }
     func setWaiting(_ n: Int) { lock.withLock { waiting = n } }
     func observeForward(rows: Int, seconds: Double) { lock.withLock { forwards += 1; forwardRows += rows } }
+    func observeDraftForward(rows: Int) { lock.withLock { draftForwards += 1; draftForwardRows += rows } }
     func observeTimeToFirstToken(_ seconds: Double) { lock.withLock { ttft.observe(seconds) } }
 
     func record(finished reason: FinishReason, stats: SpeculationStats, timings: JobTimings) {
@@ -55,6 +57,8 @@ public final class EngineMetrics: @unchecked Sendable {
             metric("num_requests_waiting", "gauge", "Requests queued.", [("", Double(waiting))])
             metric("forward_passes_total", "counter", "Batched forward passes run by the engine.", [("", Double(forwards))])
             metric("forward_rows_total", "counter", "Rows computed in those passes (prompt, verify and tree rows).", [("", Double(forwardRows))])
+            metric("draft_forward_passes_total", "counter", "Batched forward passes of draft models.", [("", Double(draftForwards))])
+            metric("draft_forward_rows_total", "counter", "Rows computed in those passes.", [("", Double(draftForwardRows))])
             metric("spec_decode_num_drafts_total", "counter", "Speculative steps that carried a draft.", [("", Double(speculation.steps))])
             metric("spec_decode_num_draft_tokens_total", "counter", "Draft tokens offered for verification.", [("", Double(speculation.drafted))])
             metric("spec_decode_num_accepted_tokens_total", "counter", "Draft tokens accepted.", [("", Double(speculation.accepted))])

@@ -6,7 +6,7 @@ import InferenceCore
 // until its top probability falls below `pMin`. Greedy requests take its argmax; sampled requests draw from its
 // full distribution q, which rejection sampling needs. Its KV cache rolls back to the accepted prefix.
 
-public final class DraftModelDrafter: Drafter {
+public final class DraftModelDrafter: SteppedDrafter {
     public let method = SpeculativeMethod.draft
     public let model: LlamaModel
     public let pMin: Float
@@ -28,34 +28,51 @@ public final class DraftModelDrafter: Drafter {
         }
     }
 
-    public func propose(tokens: [Int], limit: Int, sampling: SamplingParameters, rng: inout SeededGenerator) -> DraftTree {
-        guard let cache, limit > 0 else { return DraftTree() }
+    // MARK: the proposal, one draft-model forward at a time (see SteppedDrafter)
+
+    public var draftModel: LlamaModel { model }
+    private var tree = DraftTree()
+    private var room = 0
+    private var rows: [Row] = []
+
+    public func beginProposal(tokens: [Int], limit: Int) {
+        tree = DraftTree()
+        rows = []
+        guard let cache, limit > 0 else { return }
         // Positions beyond the draft model's context cannot be drafted.
-        let room = min(limit, model.config.maxPositionEmbeddings - tokens.count)
-        guard room > 0 else { return DraftTree() }
+        room = min(limit, model.config.maxPositionEmbeddings - tokens.count)
+        guard room > 0 else { return }
         // Catch up: every committed token the draft has not seen, the pending one included.
-        var rows = (cache.count..<tokens.count).map { Row(token: tokens[$0], position: $0, cache: cache, wantsLogits: $0 == tokens.count - 1) }
-        var logits = model.forward(rows).logits(row: rows.count - 1)
-        cache.append(rows.count)
-        var tree = DraftTree()
-        while tree.count < room {
-            let token: Int
-            var q: [Float]? = nil
-            if sampling.isGreedy {
-                token = argmax(logits)
-                if pMin > 0 && softmaxProbability(of: token, in: logits) < pMin { break }
-            } else {
-                let dist = distribution(logits, sampling)
-                if pMin > 0 && (dist.max() ?? 0) < pMin { break }
-                token = sample(dist, using: &rng)
-                q = dist
-            }
-            tree.add(token: token, parent: tree.count - 1, distribution: q)
-            if tree.count == room { break }
-            rows = [Row(token: token, position: cache.count, cache: cache)]
-            logits = model.forward(rows).logits(row: 0)
-            cache.append(1)
+        rows = (cache.count..<tokens.count).map {
+            Row(token: tokens[$0], position: $0, cache: cache, wantsLogits: $0 == tokens.count - 1)
         }
+    }
+
+    public func proposalRows() -> [Row] { rows }
+
+    public func takeProposalOutput(_ output: ForwardOutput, offset: Int, sampling: SamplingParameters, rng: inout SeededGenerator) {
+        guard let cache, !rows.isEmpty else { return }
+        cache.append(rows.count)
+        let logits = output.logits(row: offset + rows.count - 1)
+        rows = []
+        let token: Int
+        var q: [Float]? = nil
+        if sampling.isGreedy {
+            token = argmax(logits)
+            if pMin > 0 && softmaxProbability(of: token, in: logits) < pMin { return }
+        } else {
+            let dist = distribution(logits, sampling)
+            if pMin > 0 && (dist.max() ?? 0) < pMin { return }
+            token = sample(dist, using: &rng)
+            q = dist
+        }
+        tree.add(token: token, parent: tree.count - 1, distribution: q)
+        // The last drafted token is never fed back: the target verifies it.
+        if tree.count < room { rows = [Row(token: token, position: cache.count, cache: cache)] }
+    }
+
+    public func finishProposal() -> DraftTree {
+        rows = []
         return tree
     }
 

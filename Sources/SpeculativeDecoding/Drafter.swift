@@ -27,3 +27,28 @@ extension Drafter {
         sampling.isGreedy ? .greedy : .rejectionSampling
     }
 }
+
+/// A drafter that builds its proposal over several forwards of its own model (a draft model: a catch-up forward,
+/// then one row per drafted token). A scheduler can put the rows of many requests' drafters into one forward per
+/// draft position, exactly as it batches the target's rows; `propose` drives it alone.
+public protocol SteppedDrafter: Drafter {
+    var draftModel: LlamaModel { get }
+    /// Starts a proposal of at most `limit` tokens after `tokens` (whose last token is pending).
+    func beginProposal(tokens: [Int], limit: Int)
+    /// Rows for the next forward of `draftModel`; empty once the proposal is complete.
+    func proposalRows() -> [Row]
+    /// Takes that forward's results for the rows `proposalRows` returned, placed at `offset` of `output`.
+    func takeProposalOutput(_ output: ForwardOutput, offset: Int, sampling: SamplingParameters, rng: inout SeededGenerator)
+    /// The finished proposal.
+    func finishProposal() -> DraftTree
+}
+
+extension SteppedDrafter {
+    public func propose(tokens: [Int], limit: Int, sampling: SamplingParameters, rng: inout SeededGenerator) -> DraftTree {
+        beginProposal(tokens: tokens, limit: limit)
+        while case let rows = proposalRows(), !rows.isEmpty {
+            takeProposalOutput(draftModel.forward(rows), offset: 0, sampling: sampling, rng: &rng)
+        }
+        return finishProposal()
+    }
+}

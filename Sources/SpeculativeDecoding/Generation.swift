@@ -175,17 +175,67 @@ public final class Generation {
 
     // MARK: decode steps
 
-    /// The next verification batch: the pending token and, when speculating, the drafter's tree.
-    public func stepRows() -> [Row] {
+    /// Where this step's proposal stands: not begun, being built by a stepped drafter, or ready.
+    private enum Proposal { case none, stepping(SteppedDrafter), ready }
+    private var proposal = Proposal.none
+    private var draftForwardStart = 0.0
+
+    /// Starts this step's proposal. A drafter that runs its own model step by step (a draft model) is then driven
+    /// through `draftRows` / `completeDraft`, so a scheduler can batch its forwards with other requests'; any
+    /// other drafter proposes at once.
+    public func beginStep() {
         precondition(!isFinished && context.count > promptCount, "prefill first")
+        guard case .none = proposal else { return }
         let start = monotonicSeconds()
         pendingTree = DraftTree()
+        proposal = .ready
         // Never draft past max_tokens: the step also yields the bonus token.
         let room = maxTokens - generated.count - 1
         if speculating, let drafter, room > 0 {
-            pendingTree = drafter.propose(tokens: context, limit: min(draftLength, room), sampling: sampling, rng: &rng)
+            if let stepped = drafter as? SteppedDrafter {
+                stepped.beginProposal(tokens: context, limit: min(draftLength, room))
+                proposal = .stepping(stepped)
+            } else {
+                pendingTree = drafter.propose(tokens: context, limit: min(draftLength, room), sampling: sampling, rng: &rng)
+            }
             stats.draftSeconds += monotonicSeconds() - start
         }
+    }
+
+    /// The model the pending draft rows run on (nil when no draft forward is needed).
+    public var draftModel: LlamaModel? {
+        if case let .stepping(d) = proposal, !d.proposalRows().isEmpty { return d.draftModel }
+        return nil
+    }
+
+    /// Rows for the next forward of `draftModel`; empty when the proposal needs no more forwards.
+    public func draftRows() -> [Row] {
+        guard case let .stepping(d) = proposal else { return [] }
+        draftForwardStart = monotonicSeconds()
+        return d.proposalRows()
+    }
+
+    /// Takes the draft forward's results for this request's rows at `offset` of `output`.
+    public func completeDraft(_ output: ForwardOutput, offset: Int) {
+        guard case let .stepping(d) = proposal else { return }
+        d.takeProposalOutput(output, offset: offset, sampling: sampling, rng: &rng)
+        if d.proposalRows().isEmpty {
+            pendingTree = d.finishProposal()
+            proposal = .ready
+        }
+        stats.draftSeconds += monotonicSeconds() - draftForwardStart
+    }
+
+    /// The next verification batch: the pending token and, when speculating, the drafter's tree. Drives the
+    /// proposal alone if the scheduler did not.
+    public func stepRows() -> [Row] {
+        beginStep()
+        while case let .stepping(d) = proposal {
+            let rows = draftRows()
+            if rows.isEmpty { pendingTree = d.finishProposal(); proposal = .ready; break }
+            completeDraft(d.draftModel.forward(rows), offset: 0)
+        }
+        proposal = .none
         stepStart = monotonicSeconds()
         return pendingTree.verificationRows(pending: context[context.count - 1], position: cache.count, cache: cache)
     }

@@ -157,4 +157,34 @@ final class EngineTests: XCTestCase {
         }
         XCTAssertTrue(idle)
     }
+
+    func testDraftModelForwardsAreBatchedAcrossRequestsAndOutputsStayExact() throws {
+        let family = try ToyFamily.make()
+        let engine = Engine(family: family, settings: EngineSettings(maxQueue: 8, maxActive: 4))
+        let prompts = [[1, 2, 3], [9, 8, 7, 6], [40, 41], [5]]
+        var collectors: [Collector] = []
+        // Queued before the engine starts, so all four are admitted together.
+        for p in prompts {
+            let c = Collector()
+            _ = try engine.submit(prompt: p, parameters: JobParameters(maxTokens: 20, method: .draft,
+                                  speculation: SpeculationSettings(numDraft: 4, adaptive: false, autoDisable: false))) { c.handle($0) }
+            collectors.append(c)
+        }
+        engine.start()
+        defer { engine.stop() }
+        for (p, c) in zip(prompts, collectors) {
+            XCTAssertTrue(c.wait())
+            let solo = Generation(target: family.target, prompt: p, maxTokens: 20)
+            solo.run()
+            XCTAssertEqual(c.tokens, Array(solo.generated))
+        }
+        let text = engine.metrics.prometheusText()
+        func value(_ name: String) -> Double {
+            let line = text.split(separator: "\n").first { $0.hasPrefix("specserve:\(name) ") }
+            return Double(line?.split(separator: " ").last ?? "0") ?? 0
+        }
+        let passes = value("draft_forward_passes_total"), rows = value("draft_forward_rows_total")
+        XCTAssertGreaterThan(passes, 0)
+        XCTAssertGreaterThan(rows / passes, 2, "draft forwards carried \(rows) rows in \(passes) passes")
+    }
 }
