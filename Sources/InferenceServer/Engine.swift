@@ -77,6 +77,7 @@ public struct JobTimings: Sendable, Equatable, Codable {
     public var promptTokens = 0
     public var promptMs = 0.0
     public var generatedTokens = 0
+    /// From the first generated token to the last (wall time).
     public var generationMs = 0.0
     public var queuedMs = 0.0
 }
@@ -331,7 +332,10 @@ public final class Engine: @unchecked Sendable {
         t.promptTokens = g.promptCount
         t.promptMs = g.promptSeconds * 1e3
         t.generatedTokens = g.generated.count
-        t.generationMs = (g.decodeSeconds + g.stats.draftSeconds) * 1e3
+        // Wall time from the first token to the end: every decode step of this request, the draft work and the
+        // scheduler's own work between steps (which other requests share), as a client sees it.
+        let end = monotonicSeconds()
+        t.generationMs = a.firstTokenAt.map { max(0, end - $0) * 1e3 } ?? 0
         t.queuedMs = max(0, ((a.firstTokenAt ?? monotonicSeconds()) - a.job.submitted) * 1e3 - t.promptMs)
         metrics.record(finished: g.finishReason ?? .cancelled, stats: g.stats, timings: t)
         a.job.onEvent(.finished(g.finishReason ?? .cancelled, g.stats, t))
