@@ -19,17 +19,9 @@ enum ModelList {
 extension APIRouter {
     /// `{"model", "prompt"}` → `{"tokens", "count", "max_model_len"}`.
     func tokenize(_ body: [UInt8], _ models: [ServedModel], _ writer: ResponseWriter, _ record: inout AccessRecord) throws(APIError) {
-        let (model, prompt): (String, String)
-        do {
-            let r = try JSONObjectReader(try parseBody(body), at: "", keys: ["model", "prompt"], nullIsAbsent: true)
-            model = try r.required("model") { (v, p) throws(JSONFieldError) in try v.string(at: p) }
-            prompt = try r.required("prompt") { (v, p) throws(JSONFieldError) in try v.string(at: p) }
-        } catch let error as JSONFieldError {
-            throw APIError(error)
-        } catch let error as APIError {
-            throw error
-        } catch {
-            throw APIError(.internalServerError, "\(error)")
+        let (model, prompt): (String, String) = try readFields(body, keys: ["model", "prompt"]) { r in
+            (try r.required("model") { (v, p) throws(JSONFieldError) in try v.string(at: p) },
+             try r.required("prompt") { (v, p) throws(JSONFieldError) in try v.string(at: p) })
         }
         let served = try lookup(model, in: models, &record)
         let tokens = served.tokenizer.encode(prompt)
@@ -40,23 +32,15 @@ extension APIRouter {
 
     /// `{"model", "tokens"}` → `{"prompt"}`.
     func detokenize(_ body: [UInt8], _ models: [ServedModel], _ writer: ResponseWriter, _ record: inout AccessRecord) throws(APIError) {
-        let (model, tokens): (String, [Int])
-        do {
-            let r = try JSONObjectReader(try parseBody(body), at: "", keys: ["model", "tokens"], nullIsAbsent: true)
-            model = try r.required("model") { (v, p) throws(JSONFieldError) in try v.string(at: p) }
-            tokens = try r.required("tokens") { (v, p) throws(JSONFieldError) in
+        let (model, tokens): (String, [Int]) = try readFields(body, keys: ["model", "tokens"]) { r in
+            (try r.required("model") { (v, p) throws(JSONFieldError) in try v.string(at: p) },
+             try r.required("tokens") { (v, p) throws(JSONFieldError) in
                 try v.array(at: p).enumerated().map { (i, item) throws(JSONFieldError) in
                     let id = try item.int(at: "\(p)[\(i)]")
                     guard id >= 0 else { throw JSONFieldError(path: "\(p)[\(i)]", message: "token id \(id) is negative") }
                     return id
                 }
-            }
-        } catch let error as JSONFieldError {
-            throw APIError(error)
-        } catch let error as APIError {
-            throw error
-        } catch {
-            throw APIError(.internalServerError, "\(error)")
+            })
         }
         let served = try lookup(model, in: models, &record)
         if let bad = tokens.firstIndex(where: { $0 >= served.vocabularySize }) {
@@ -64,5 +48,18 @@ extension APIRouter {
                                       param: "tokens")
         }
         writer.send(.json(.ok, JSONOutput.object(["prompt": .string(served.tokenizer.decode(tokens))]).bytes))
+    }
+}
+
+/// Reads a JSON object body with exactly `keys`; field errors become 400s naming the param.
+private func readFields<T>(_ body: [UInt8], keys: Set<String>, _ read: (JSONObjectReader) throws -> T) throws(APIError) -> T {
+    do {
+        return try read(try JSONObjectReader(try parseBody(body), at: "", keys: keys, nullIsAbsent: true))
+    } catch let error as JSONFieldError {
+        throw APIError(error)
+    } catch let error as APIError {
+        throw error
+    } catch {
+        throw APIError(.internalServerError, "\(error)")
     }
 }
