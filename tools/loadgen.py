@@ -25,6 +25,10 @@ the first), and the server overhead of non-streaming requests: client wall time 
 timings.prompt_ms + timings.predicted_ms + timings.queue_ms (the time the request waited for the engine;
 servers without that field count it as overhead, so measure the overhead bar with --clients 1 there).
 
+With --server-pid PID (a server on this machine), the server's resident memory is sampled once a second through
+the concurrent phase and reported at the start, after the warm-up share (--warmup-fraction) and at the end; with
+--max-rss-growth-mb the run fails when memory grows more than that after warm-up (a soak's "flat memory" check).
+
 Every loop is bounded: C*R requests at most, nothing new is started after --duration-limit seconds, and each
 socket read times out after --timeout seconds. Exit status 0 only when no request failed or mismatched.
 """
@@ -248,6 +252,60 @@ class Client:
             r.completion_tokens = r.timings.get("predicted_n", 0)
 
 
+def read_rss_kb(pid):
+    """Resident set size of process pid in KiB (Linux /proc), or None when it cannot be read."""
+    try:
+        with open("/proc/%d/status" % pid, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class RSSSampler:
+    """Samples a process's resident memory once a second on a thread until stopped."""
+
+    def __init__(self, pid, interval=1.0):
+        self.pid, self.interval = pid, interval
+        self.samples = []                  # (seconds since start, KiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._t0 = time.monotonic()
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            kb = read_rss_kb(self.pid)
+            if kb is not None:
+                self.samples.append((time.monotonic() - self._t0, kb))
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        kb = read_rss_kb(self.pid)
+        if kb is not None:
+            self.samples.append((time.monotonic() - self._t0, kb))
+
+    def report(self, warmup_fraction):
+        """Start, after-warm-up, end and peak RSS in MiB; growth is end minus after-warm-up."""
+        if not self.samples:
+            return None
+        span = self.samples[-1][0]
+        after = next(kb for t, kb in self.samples if t >= span * warmup_fraction)
+        mib = lambda kb: round(kb / 1024.0, 1)
+        return {"pid": self.pid, "samples": len(self.samples), "seconds": round(span, 1),
+                "start_mib": mib(self.samples[0][1]), "after_warmup_mib": mib(after),
+                "end_mib": mib(self.samples[-1][1]), "peak_mib": mib(max(kb for _, kb in self.samples)),
+                "growth_after_warmup_mib": mib(self.samples[-1][1] - after),
+                "warmup_fraction": warmup_fraction}
+
+
 def run_solo(args, plan):
     """Each distinct greedy request alone, in order, non-streaming. Returns ({key: Result}, [error Results])."""
     client = Client(args.url, args.timeout, args.api_key)
@@ -334,14 +392,22 @@ def main(argv=None):
     ap.add_argument("--timeout", type=float, default=120.0, help="socket timeout per read, seconds (default %(default)s)")
     ap.add_argument("--check-greedy", action="store_true",
                     help="run each distinct greedy request alone first; every concurrent greedy output must equal it")
+    ap.add_argument("--server-pid", type=int, default=None,
+                    help="sample this process's resident memory (Linux /proc) through the concurrent phase")
+    ap.add_argument("--warmup-fraction", type=float, default=0.25,
+                    help="share of the concurrent phase counted as warm-up for the memory figures (default %(default)s)")
+    ap.add_argument("--max-rss-growth-mb", type=float, default=None,
+                    help="fail when resident memory grows by more than this after warm-up (needs --server-pid)")
     ap.add_argument("--api-key-env", default=None, help="environment variable holding a bearer key")
     ap.add_argument("--json", dest="json_out", default=None, help="write the report as JSON to this file")
     ap.add_argument("--quiet", action="store_true", help="print only the one-line summary")
     args = ap.parse_args(argv)
     if args.clients < 1 or args.requests < 1 or args.max_tokens < 1:
         ap.error("--clients, --requests and --max-tokens must be at least 1")
-    if not (0 <= args.mix <= 1 and 0 <= args.sampled_fraction <= 1):
-        ap.error("--mix and --sampled-fraction are fractions in 0..1")
+    if not (0 <= args.mix <= 1 and 0 <= args.sampled_fraction <= 1 and 0 <= args.warmup_fraction < 1):
+        ap.error("--mix, --sampled-fraction and --warmup-fraction are fractions in 0..1")
+    if args.max_rss_growth_mb is not None and args.server_pid is None:
+        ap.error("--max-rss-growth-mb needs --server-pid")
     args.api_key = os.environ.get(args.api_key_env, "") if args.api_key_env else ""
 
     plan = make_plan(args, load_prompts(args.prompts))
@@ -373,7 +439,22 @@ def main(argv=None):
                         error_samples.append({"kind": "mismatch:solo_methods", "detail":
                                               "%s: %s vs %s" % (name, outs[0][0] or "default", method or "default")})
 
+    sampler = None
+    if args.server_pid is not None:
+        if read_rss_kb(args.server_pid) is None:
+            ap.error("--server-pid %d: no readable /proc/%d/status" % (args.server_pid, args.server_pid))
+        sampler = RSSSampler(args.server_pid)
+        sampler.start()
     results, elapsed = run_concurrent(args, plan)
+    rss = None
+    if sampler is not None:
+        sampler.stop()
+        rss = sampler.report(args.warmup_fraction)
+        if (rss and args.max_rss_growth_mb is not None
+                and rss["growth_after_warmup_mib"] > args.max_rss_growth_mb):
+            errors["rss_growth"] = 1
+            error_samples.append({"kind": "rss_growth", "detail": "%.1f MiB after warm-up (limit %.1f)" % (
+                rss["growth_after_warmup_mib"], args.max_rss_growth_mb)})
     mismatches = 0
     for r in results:
         if r.error:
@@ -415,6 +496,7 @@ def main(argv=None):
         "per_token_ms_client": summary(per_token_client),
         "per_token_ms_server": summary(per_token_server),
         "overhead_ms": summary(overhead),
+        "rss": rss,
         "by_method": {},
     }
     for m in sorted({r.plan.method for r in results}):
@@ -449,6 +531,10 @@ def main(argv=None):
         print("per-token ms client  %s" % fmt(report["per_token_ms_client"]))
         print("per-token ms server  %s" % fmt(report["per_token_ms_server"]))
         print("overhead ms          %s" % fmt(report["overhead_ms"]))
+        if rss:
+            print("rss MiB              start %.1f, after warm-up %.1f, end %.1f, peak %.1f (growth %+.1f, %d samples)" % (
+                rss["start_mib"], rss["after_warmup_mib"], rss["end_mib"], rss["peak_mib"],
+                rss["growth_after_warmup_mib"], rss["samples"]))
         for m, b in report["by_method"].items():
             print("  %-8s ok %d, per-token ms server %s, overhead ms %s" % (
                 m, b["ok"], fmt(b["per_token_ms_server"]), fmt(b["overhead_ms"])))
