@@ -6,7 +6,12 @@
 # stopped by a signal checkpoints and exits 0 without done.json; the script then stops here (exit 3).
 #
 # Environment: STATE_DIR (default /root/specserve-train), DEVICE (cpu|cuda, default cpu), THREADS (default 2),
-# MODELS_DIR (default models), GOLDEN (default Tests/Fixtures/logits/specserve-code.json).
+# MODELS_DIR (default models), GOLDEN (default Tests/Fixtures/logits/specserve-code.json),
+# LANES (1 or 2: with 2, the draft lane [draft, distil] and the head lane [Medusa, MTP] run side by side
+# after the target, THREADS threads each), and the token budgets of the shipped family:
+# TARGET_TOKENS 24e6, DRAFT_TOKENS 5e6, DISTILL_TOKENS 1.2e6, MEDUSA_TOKENS 5e5 (trained positions),
+# MTP_TOKENS 1.5e6. (The budgets fit the 2-core CPU machine the shipped models were trained on; each
+# stage's own default is larger.)
 # Extra arguments go to every training stage (train_lm.py x2, distill_draft.py, train_medusa.py,
 # train_mtp.py); use only flags they all accept: --precision, --ckpt-minutes, --log-every, --eval-every,
 # --eval-seqs, --tokens (the last sets every stage's budget: for trials only).
@@ -17,6 +22,12 @@ DEVICE=${DEVICE:-cpu}
 THREADS=${THREADS:-2}
 MODELS_DIR=${MODELS_DIR:-models}
 GOLDEN=${GOLDEN:-Tests/Fixtures/logits/specserve-code.json}
+LANES=${LANES:-1}
+TARGET_TOKENS=${TARGET_TOKENS:-24e6}
+DRAFT_TOKENS=${DRAFT_TOKENS:-5e6}
+DISTILL_TOKENS=${DISTILL_TOKENS:-1.2e6}
+MEDUSA_TOKENS=${MEDUSA_TOKENS:-5e5}
+MTP_TOKENS=${MTP_TOKENS:-1.5e6}
 common=(--state-dir "$STATE_DIR" --device "$DEVICE" --threads "$THREADS")
 
 finished() {  # stop unless <run>/done.json exists
@@ -28,11 +39,30 @@ finished() {  # stop unless <run>/done.json exists
 
 python3 tools/train/corpus.py
 python3 tools/train/train_tokenizer.py
-python3 tools/train/train_lm.py --preset target "${common[@]}" "$@";  finished target
-python3 tools/train/train_lm.py --preset draft "${common[@]}" "$@";   finished draft
-python3 tools/train/distill_draft.py "${common[@]}" "$@";             finished draft-distill
-python3 tools/train/train_medusa.py "${common[@]}" "$@";              finished medusa
-python3 tools/train/train_mtp.py "${common[@]}" "$@";                 finished mtp
+python3 tools/train/train_lm.py --preset target --tokens "$TARGET_TOKENS" "${common[@]}" "$@"; finished target
+
+draft_lane() {
+  python3 tools/train/train_lm.py --preset draft --tokens "$DRAFT_TOKENS" "${common[@]}" "$@"; finished draft
+  python3 tools/train/distill_draft.py --tokens "$DISTILL_TOKENS" "${common[@]}" "$@";        finished draft-distill
+}
+head_lane() {
+  python3 tools/train/train_medusa.py --tokens "$MEDUSA_TOKENS" "${common[@]}" "$@"; finished medusa
+  python3 tools/train/train_mtp.py --tokens "$MTP_TOKENS" "${common[@]}" "$@";       finished mtp
+}
+if [ "$LANES" = 2 ]; then
+  ( draft_lane "$@" ) > "$STATE_DIR/draft-lane.log" 2>&1 & draft_pid=$!
+  ( head_lane "$@" ) > "$STATE_DIR/head-lane.log" 2>&1 & head_pid=$!
+  status=0
+  wait "$draft_pid" || status=$?
+  wait "$head_pid" || status=$?
+  if [ "$status" != 0 ]; then
+    echo "run_all: a lane stopped with status $status (see $STATE_DIR/{draft,head}-lane.log)" >&2
+    exit "$status"
+  fi
+else
+  draft_lane "$@"
+  head_lane "$@"
+fi
 python3 tools/train/acceptance_report.py "${common[@]}"
 python3 tools/train/export_family.py --state-dir "$STATE_DIR" --out-dir "$MODELS_DIR" --require-all
 python3 tools/fixtures/make_model_goldens.py "$MODELS_DIR/specserve-code" --out "$GOLDEN"
