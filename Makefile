@@ -38,3 +38,10 @@ bench-kernels: build
 
 clean:
 	rm -rf .build
+
+# libFuzzer targets (Tests/Fuzz, docs/RELIABILITY.md): FUZZ_SECONDS per target, FUZZ_TARGETS to pick some.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+.PHONY: fuzz
+fuzz:
+	SWIFT=$(SWIFT) tools/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
