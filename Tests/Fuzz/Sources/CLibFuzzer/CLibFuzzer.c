@@ -1,0 +1,2 @@
+// Declarations only (include/CLibFuzzer.h); the definition is in the fuzzer runtime.
+#include "CLibFuzzer.h"
