@@ -60,21 +60,22 @@ public final class Server: @unchecked Sendable {
     /// The bound port (the one chosen by the system for port 0).
     public var port: Int { http.port }
 
-    /// Graceful stop: /health answers 503, requests in flight get `shutdown_grace_seconds`, then engines stop.
+    /// Graceful stop: /health answers 503, requests in flight get `shutdown_grace_seconds`, then engines stop (what
+    /// still runs is cancelled: a stream ends with an error event), then connections close.
     public func shutdown() {
         router.setStopping()
-        http.shutdown(gracePeriod: config.server.shutdownGraceSeconds)
+        http.shutdown(gracePeriod: config.server.shutdownGraceSeconds) { [self] in stopEngines() }
         stopEngines()
     }
 
     /// SIGINT/SIGTERM run a graceful shutdown, then `onStopped` (exit 0 by default).
     public func installSignalHandlers(onStopped: @escaping @Sendable () -> Void = { exit(0) }) throws -> ShutdownSignalHandler {
-        try ShutdownSignalHandler.install(server: http, gracePeriod: config.server.shutdownGraceSeconds) { [self] in
+        try ShutdownSignalHandler.install(server: http, gracePeriod: config.server.shutdownGraceSeconds, onStopped: { [self] in
             router.setStopping()
             stopEngines()
             log("stopped")
             onStopped()
-        }
+        }, whenGraceExpires: { [self] in stopEngines() })
     }
 
     private func stopEngines() {

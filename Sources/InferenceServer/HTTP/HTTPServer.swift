@@ -73,7 +73,11 @@ public final class HTTPServer: @unchecked Sendable {
     /// Graceful shutdown: stop accepting, close idle keep-alive connections, let requests in flight finish (their
     /// responses carry `Connection: close`) for up to `gracePeriod` seconds, then force the remaining connections
     /// closed, which their handlers see as `isConnected == false`. Blocks until done; later calls return at once.
-    public func shutdown(gracePeriod: Double = 10) {
+    ///
+    /// `whenGraceExpires` runs when the grace period ends with requests still in flight, before any connection is
+    /// cut: it tells them to end (a generation is cancelled, and its stream ends with an error event rather than a
+    /// cut connection). They get one more second to do so.
+    public func shutdown(gracePeriod: Double = 10, whenGraceExpires: (() -> Void)? = nil) {
         condition.lock()
         defer { condition.unlock() }
         switch phase {
@@ -94,6 +98,13 @@ public final class HTTPServer: @unchecked Sendable {
         wake?.signal()
         let deadline = Date(timeIntervalSinceNow: max(0, gracePeriod))
         while busy && condition.wait(until: deadline) {}
+        if !connections.isEmpty, let whenGraceExpires {
+            condition.unlock()
+            whenGraceExpires()
+            condition.lock()
+            let endDeadline = Date(timeIntervalSinceNow: 1)
+            while busy && condition.wait(until: endDeadline) {}
+        }
         if !connections.isEmpty {
             for connection in connections.values { connection.forceClose() }
             let hardDeadline = Date(timeIntervalSinceNow: 1)

@@ -15,9 +15,11 @@ public final class ShutdownSignalHandler: Sendable {
 
     private static let installed = Mutex(false)
 
-    /// Installs handlers for `signals`. Only one handler object may be installed at a time.
+    /// Installs handlers for `signals`. Only one handler object may be installed at a time. `whenGraceExpires` is
+    /// passed to `HTTPServer.shutdown`: it ends the requests still running when the grace period is over.
     public static func install(server: HTTPServer, gracePeriod: Double = 10, signals: [Int32] = [SIGINT, SIGTERM],
-                               onStopped: @escaping @Sendable () -> Void = { exit(0) })
+                               onStopped: @escaping @Sendable () -> Void = { exit(0) },
+                               whenGraceExpires: (@Sendable () -> Void)? = nil)
         throws(HTTPServerError) -> ShutdownSignalHandler {
         let claimed = installed.withLock { taken in
             if taken { return false }
@@ -33,11 +35,11 @@ public final class ShutdownSignalHandler: Sendable {
             throw error
         }
         return ShutdownSignalHandler(server: server, gracePeriod: gracePeriod, signals: signals, pipe: pipe,
-                                     onStopped: onStopped)
+                                     onStopped: onStopped, whenGraceExpires: whenGraceExpires)
     }
 
     private init(server: HTTPServer, gracePeriod: Double, signals: [Int32], pipe: WakePipe,
-                 onStopped: @escaping @Sendable () -> Void) {
+                 onStopped: @escaping @Sendable () -> Void, whenGraceExpires: (@Sendable () -> Void)?) {
         self.signals = signals
         self.pipe = pipe
         let done = watcherDone
@@ -49,7 +51,7 @@ public final class ShutdownSignalHandler: Sendable {
                 break
             }
             if byte != 0 {  // a signal, not uninstall()
-                server.shutdown(gracePeriod: gracePeriod)
+                server.shutdown(gracePeriod: gracePeriod, whenGraceExpires: whenGraceExpires)
                 onStopped()
             }
             done.signal()
