@@ -25,6 +25,8 @@ extension JSONValue {
             return exact
         case let .number(v) where v == v.rounded() && abs(v) < 9e15:
             return Int(v)
+        case let .number(v) where v == v.rounded():
+            throw JSONFieldError(path: path, message: "\(v) is out of range")
         case .number:
             throw JSONFieldError(path: path, message: "expected an integer, found a fraction")
         default:

@@ -66,9 +66,10 @@ public final class ServedModel: @unchecked Sendable {
         }
         guard !tokens.isEmpty else { throw APIError.badRequest("the prompt is empty (it encodes to no tokens)", param: "prompt") }
         guard tokens.count + q.maxTokens <= contextLimit else {
+            // A prompt that fills the context by itself is at fault whatever max_tokens is.
             throw APIError.badRequest("the prompt has \(tokens.count) tokens and max_tokens is \(q.maxTokens): \(tokens.count + q.maxTokens) "
                                       + "tokens in total, over the context of \(contextLimit) tokens of model '\(id)'; shorten the prompt "
-                                      + "or lower max_tokens", param: "max_tokens")
+                                      + "or lower max_tokens", param: tokens.count >= contextLimit ? "prompt" : "max_tokens")
         }
         return tokens
     }
