@@ -128,6 +128,11 @@ public final class Engine: @unchecked Sendable {
     private var nextID = 0                // guarded by lock
     private var thread: Thread?
 
+    /// Test seam for fault injection, set before `start()`; nil in production. Asked on the engine thread before
+    /// each step of each active job (with the tokens it has emitted so far): a message fails that job alone, as an
+    /// error in its step would, and the others carry on. It may block, which holds the engine.
+    var faultInjection: (@Sendable (_ job: Job, _ emitted: Int) -> String?)?
+
     public init(family: ModelFamily, settings: EngineSettings = .init(), medusaTree: MedusaTree? = nil,
                 metrics: EngineMetrics = EngineMetrics()) {
         self.family = family
@@ -239,6 +244,11 @@ public final class Engine: @unchecked Sendable {
                 if stopping {
                     a.generation.cancel()
                     a.job.onEvent(.stopped)
+                    return true
+                }
+                if let fault = faultInjection?(a.job, a.emitted) {
+                    a.generation.cancel()
+                    a.job.onEvent(.failed(fault))
                     return true
                 }
                 return false
