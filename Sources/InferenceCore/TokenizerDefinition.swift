@@ -125,7 +125,10 @@ struct TokenizerDefinition {
             throw reader.error("decoder.type '\(decoderType)' is not supported (only ByteLevel)")
         }
 
-        postProcessor = try Self.readPostProcessor(root["post_processor"], "post_processor", reader: reader)
+        // A template's fixed ids must be tokens: every id encode gives is then below vocabSize, which a model family
+        // checks against the embedding rows.
+        let tokenIDs = Set(tokensByID.keys).union(addedTokens.map(\.id))
+        postProcessor = try Self.readPostProcessor(root["post_processor"], "post_processor", tokenIDs: tokenIDs, reader: reader)
     }
 
     /// Added tokens, whose ids must be the ones `tokenizers` gives them on loading: a token the vocabulary
@@ -217,7 +220,8 @@ struct TokenizerDefinition {
             useRegex: try reader.bool(object["use_regex"], "\(key).use_regex", default: true))
     }
 
-    private static func readPostProcessor(_ value: Any?, _ key: String, reader: JSONReader) throws -> [PostProcessorStep] {
+    private static func readPostProcessor(_ value: Any?, _ key: String, tokenIDs: Set<Int>,
+                                          reader: JSONReader) throws -> [PostProcessorStep] {
         guard !reader.isNull(value) else { return [] }
         let object = try reader.object(value, key)
         let type = try reader.string(object["type"], "\(key).type")
@@ -227,7 +231,7 @@ struct TokenizerDefinition {
         case "Sequence":
             guard let steps = object["processors"] as? [Any] else { throw reader.error("\(key).processors is missing or not an array") }
             return try steps.enumerated().flatMap { index, step in
-                try readPostProcessor(step, "\(key).processors[\(index)]", reader: reader)
+                try readPostProcessor(step, "\(key).processors[\(index)]", tokenIDs: tokenIDs, reader: reader)
             }
         case "TemplateProcessing":
             guard let single = object["single"] as? [Any] else { throw reader.error("\(key).single is missing or not an array") }
@@ -244,7 +248,14 @@ struct TokenizerDefinition {
                     let name = try reader.string(special["id"], "\(pieceKey).SpecialToken.id")
                     let entry = try reader.object(specials[name], "\(key).special_tokens['\(name)']")
                     guard let ids = entry["ids"] as? [Any] else { throw reader.error("\(key).special_tokens['\(name)'].ids is missing") }
-                    return .ids(try ids.map { try reader.tokenID($0, "\(key).special_tokens['\(name)'].ids") })
+                    let idsKey = "\(key).special_tokens['\(name)'].ids"
+                    return .ids(try ids.map { value in
+                        let id = try reader.tokenID(value, idsKey)
+                        guard tokenIDs.contains(id) else {
+                            throw reader.error("\(idsKey): \(id) is not a token of model.vocab or added_tokens")
+                        }
+                        return id
+                    })
                 }
                 throw reader.error("\(pieceKey) is neither a Sequence nor a SpecialToken")
             }

@@ -364,6 +364,31 @@ final class TokenizerTests: XCTestCase {
         let loaded = try BPETokenizer(contentsOf: Fixtures.url("tokenizer/fixture-tokenizer.json"))
         XCTAssertEqual(loaded.vocabSize, 2001)
     }
+
+    /// A template id that is no token used to load, and every encoded text then held an id at or past vocabSize,
+    /// which the model has no embedding row for (the check of tokenizer against config.json vocab_size did not
+    /// see it). The fuzz target for tokenizer.json checks that every encoded id is a token.
+    func testTemplateIDsThatAreNoTokenAreRefused() throws {
+        let base = try base().json
+        func template(ids: [Int]) throws -> Data {
+            try JSONSerialization.data(withJSONObject: TokenizerGoldens.setting([
+                "type": "TemplateProcessing",
+                "single": [["SpecialToken": ["id": "<s>", "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
+                "pair": [["Sequence": ["id": "A", "type_id": 0]], ["Sequence": ["id": "B", "type_id": 1]]],
+                "special_tokens": ["<s>": ["id": "<s>", "ids": ids, "tokens": ["<s>"]]],
+            ], at: ["post_processor"], in: base))
+        }
+        for id in [2001, 1 << 24] {
+            XCTAssertThrowsError(try BPETokenizer(jsonData: template(ids: [id]), source: "t.json")) { error in
+                XCTAssertEqual((error as? TokenizerLoadError)?.message,
+                               "t.json: post_processor.special_tokens['<s>'].ids: \(id) is not a token of model.vocab or added_tokens")
+            }
+        }
+        let loaded = try BPETokenizer(jsonData: template(ids: [2000]), source: "t.json")  // <|cursor|>, the last added token
+        let ids = loaded.encode("def f(): pass")
+        XCTAssertEqual(ids.first, 2000)
+        XCTAssertTrue(ids.allSatisfy { $0 < loaded.vocabSize }, "\(ids)")
+    }
 }
 
 /// Collects indices from concurrent workers.
