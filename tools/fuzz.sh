@@ -60,6 +60,9 @@ mkdir -p "$RUN_DIR"
 # Dictionary order (Swift's per-process hash seed) would make runs of the same input differ.
 export SWIFT_DETERMINISTIC_HASHING=1
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:symbolize=1:detect_leaks=1}"
+# A failed invariant (fatalError) must reach libFuzzer's handler, which saves the input; Swift's own backtracer
+# would take the crash first and can hang the run.
+export SWIFT_BACKTRACE=enable=no
 
 SUMMARY=()
 STATUS=0

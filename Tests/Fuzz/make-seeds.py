@@ -126,8 +126,10 @@ def tokenizer_seeds():
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(GPT2_PATTERN), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=False)])
-    eot = tok.token_to_id("<|endoftext|>")
-    tok.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", eot)])
+    # The template ends on the highest id (an added token), so that mutations reach ids past the vocabulary.
+    eot, cursor = tok.token_to_id("<|endoftext|>"), tok.token_to_id("<|cursor|>")
+    tok.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A <|cursor|>",
+                                                       special_tokens=[("<|endoftext|>", eot), ("<|cursor|>", cursor)])
     seeds["split-template"] = tok.to_str()
 
     data = json.loads(seeds["bytelevel"])

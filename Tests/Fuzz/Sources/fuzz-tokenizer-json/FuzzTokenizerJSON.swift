@@ -3,8 +3,8 @@ import FuzzSupport
 import InferenceCore
 
 // Input: tokenizer.json content, optionally followed by a 0 byte and a text to encode (a fixed text otherwise).
-// Checked: no trap; a file that loads encodes the text into ids that decode without a trap, each id's bytes and
-// string can be looked up, and a file that does not load is refused with an error naming it.
+// Checked: no trap; a file that loads encodes the text into ids that are all tokens of its vocabulary and decode
+// without a trap, each id's bytes and string can be looked up, and a file that does not load is refused with an error naming it.
 
 let sampleText = "Hello, world! It's 2026: naïve café 🙂\n\t<|endoftext|>  x=1+2; // done"
 
@@ -29,7 +29,8 @@ func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     require(tokenizer.specialTokenIDs.allSatisfy { $0 >= 0 && $0 < tokenizer.vocabSize }, "special ids outside the vocabulary")
     let ids = tokenizer.encode(text)
     note("vocabulary \(tokenizer.vocabSize): \(text.debugDescription) -> \(ids)")
-    require(ids.allSatisfy { $0 >= 0 }, "negative id in \(ids)")
+    // The model's embedding table has vocabSize rows (checked when a model family loads): every id must be a token.
+    require(ids.allSatisfy { tokenizer.tokenString($0) != nil }, "id outside the vocabulary of \(tokenizer.vocabSize) in \(ids)")
     if !text.isEmpty { require(!ids.isEmpty, "no ids for \(text.debugDescription)") }
     _ = tokenizer.decode(ids)
     _ = tokenizer.decode(ids, skipSpecialTokens: true)
