@@ -9,7 +9,7 @@
 # MODELS_DIR (default models), GOLDEN (default Tests/Fixtures/logits/specserve-code.json),
 # LANES (1 or 2: with 2, the draft lane [draft, distil] and the head lane [Medusa, MTP] run side by side
 # after the target, THREADS threads each), and the token budgets of the shipped family:
-# TARGET_TOKENS 25e6, DRAFT_TOKENS 5e6, DISTILL_TOKENS 1.2e6, MEDUSA_TOKENS 4e5 (trained positions),
+# TARGET_TOKENS 22e6, DRAFT_TOKENS 5e6, DISTILL_TOKENS 1.2e6, MEDUSA_TOKENS 4e5 (trained positions),
 # MTP_TOKENS 1.2e6. (The budgets fit the 2-core CPU machine the shipped models were trained on; each
 # stage's own default is larger.)
 # Extra arguments go to every training stage (train_lm.py x2, distill_draft.py, train_medusa.py,
@@ -23,7 +23,7 @@ THREADS=${THREADS:-2}
 MODELS_DIR=${MODELS_DIR:-models}
 GOLDEN=${GOLDEN:-Tests/Fixtures/logits/specserve-code.json}
 LANES=${LANES:-1}
-TARGET_TOKENS=${TARGET_TOKENS:-25e6}
+TARGET_TOKENS=${TARGET_TOKENS:-22e6}
 DRAFT_TOKENS=${DRAFT_TOKENS:-5e6}
 DISTILL_TOKENS=${DISTILL_TOKENS:-1.2e6}
 MEDUSA_TOKENS=${MEDUSA_TOKENS:-4e5}
