@@ -45,3 +45,18 @@ FUZZ_TARGETS ?=
 .PHONY: fuzz
 fuzz: deps
 	SWIFT=$(SWIFT) tools/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# Sanitizers (docs/RELIABILITY.md): the suite built with AddressSanitizer (LeakSanitizer included) or ThreadSanitizer,
+# optimised like `make test`, each in its own build folder; a report fails the run. SANITIZE_FILTER runs part of it,
+# e.g. `make tsan SANITIZE_FILTER=InferenceServerTests`. LeakSanitizer ignores what XCTest holds until exit
+# (tools/sanitizers/lsan.supp); the `specserve serve` children of the process tests are built the same way.
+SANITIZE_FILTER ?=
+SANITIZE_RUN = $(SWIFT) test -c release -Xswiftc -enable-testing --skip-build --disable-swift-testing $(if $(SANITIZE_FILTER),--filter '$(SANITIZE_FILTER)')
+.PHONY: asan tsan
+asan: deps
+	$(SWIFT) build -c release --build-tests -Xswiftc -enable-testing --sanitize=address --scratch-path .build-asan
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tools/sanitizers/lsan.supp $(SANITIZE_RUN) --sanitize=address --scratch-path .build-asan
+
+tsan: deps
+	$(SWIFT) build -c release --build-tests -Xswiftc -enable-testing --sanitize=thread --scratch-path .build-tsan
+	$(SANITIZE_RUN) --sanitize=thread --scratch-path .build-tsan
