@@ -126,7 +126,6 @@ public final class Engine: @unchecked Sendable {
     private var queue: [Job] = []         // guarded by lock
     private var stopping = false          // guarded by lock
     private var nextID = 0                // guarded by lock
-    private var thread: Thread?
 
     /// Test seam for fault injection, set before `start()`; nil in production. Asked on the engine thread before
     /// each step of each active job (with the tokens it has emitted so far): a message fails that job alone, as an
@@ -141,11 +140,12 @@ public final class Engine: @unchecked Sendable {
         self.metrics = metrics
     }
 
+    /// Starts the engine thread. The thread keeps the engine alive until `stop()` lets it end (the engine does not
+    /// hold the thread: that cycle kept every stopped engine, and its models, in memory).
     public func start() {
         let thread = Thread { [self] in self.loop() }
         thread.name = "specserve-engine"
         thread.stackSize = 8 << 20
-        self.thread = thread
         thread.start()
     }
 
@@ -216,6 +216,7 @@ public final class Engine: @unchecked Sendable {
             }
             while active.count + admitted.count < settings.maxActive, !queue.isEmpty { admitted.append(queue.removeFirst()) }
             metrics.setWaiting(queue.count)
+            let stopNow = stopping  // read under the lock; a later stop() is seen by the next iteration
             lock.unlock()
 
             for job in admitted {
@@ -241,7 +242,7 @@ public final class Engine: @unchecked Sendable {
                     finish(a)
                     return true
                 }
-                if stopping {
+                if stopNow {
                     a.generation.cancel()
                     a.job.onEvent(.stopped)
                     return true
