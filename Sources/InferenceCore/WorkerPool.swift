@@ -53,6 +53,14 @@ public final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// Only reached by a pool without worker threads (a worker keeps its pool alive).
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
     /// Runs `body(i)` for every `i` in `0..<threadCount`, one call per thread, and returns when all are done.
     /// Callers on different threads take turns (the pool has one job slot): the engine thread is the only
     /// regular caller, but a test or a calibration running beside it must not corrupt its jobs.
