@@ -17,23 +17,30 @@ enum ToyFamily {
     }
 }
 
-/// Collects one job's events on the caller's side.
+/// Collects one job's events on the caller's side. Written by the engine thread, read by the test: every access
+/// holds the lock.
 final class Collector: @unchecked Sendable {
     private let lock = NSCondition()
-    private(set) var tokens: [Int] = []
-    private(set) var finish: FinishReason?
-    private(set) var stats: SpeculationStats?
-    private(set) var failure: String?
-    private(set) var started = false
+    private var storedTokens: [Int] = []
+    private var storedFinish: FinishReason?
+    private var storedStats: SpeculationStats?
+    private var storedFailure: String?
+    private var storedStarted = false
+
+    var tokens: [Int] { lock.withLock { storedTokens } }
+    var finish: FinishReason? { lock.withLock { storedFinish } }
+    var stats: SpeculationStats? { lock.withLock { storedStats } }
+    var failure: String? { lock.withLock { storedFailure } }
+    var started: Bool { lock.withLock { storedStarted } }
 
     func handle(_ event: EngineEvent) {
         lock.lock()
         switch event {
-        case .started: started = true
-        case let .tokens(t): tokens += t
-        case let .finished(reason, s, _): finish = reason; stats = s
-        case let .failed(m): failure = m
-        case .stopped: failure = "stopped"
+        case .started: storedStarted = true
+        case let .tokens(t): storedTokens += t
+        case let .finished(reason, s, _): storedFinish = reason; storedStats = s
+        case let .failed(m): storedFailure = m
+        case .stopped: storedFailure = "stopped"
         }
         lock.broadcast()
         lock.unlock()
@@ -43,7 +50,7 @@ final class Collector: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         lock.lock()
         defer { lock.unlock() }
-        while finish == nil && failure == nil { if !lock.wait(until: deadline) { return false } }
+        while storedFinish == nil && storedFailure == nil { if !lock.wait(until: deadline) { return false } }
         return true
     }
 }
