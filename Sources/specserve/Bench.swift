@@ -16,6 +16,8 @@ struct Bench: ParsableCommand {
     var methods: String?
     @Option(help: "Prompt set (JSON with a prompts array of {name, text}).")
     var prompts = "config/bench_prompts.json"
+    @Option(help: "Only the prompts of this kind (the bench set has 'completion' and 'edit').")
+    var kind: String?
     @Option(name: .customLong("max-tokens"))
     var maxTokens = 128
     @Option(help: "Repeats per method (the median is reported).")
@@ -35,7 +37,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let family = try loadFamily(model, draft: draftModel, threads: threads)
-        let texts = try loadPrompts(prompts)
+        let texts = try loadPrompts(prompts, kind: kind)
         let tokenized = texts.map { family.tokenizer.encode($0) }
         let wanted = try methods.map { list in
             try list.split(separator: ",").map { name -> SpeculativeMethod in
@@ -85,15 +87,20 @@ struct Bench: ParsableCommand {
 }
 
 struct PromptFile: Decodable {
-    struct Prompt: Decodable { let name: String; let text: String }
+    struct Prompt: Decodable { let name: String; let text: String; let kind: String? }
     let prompts: [Prompt]
 }
 
-func loadPrompts(_ path: String) throws -> [String] {
+func loadPrompts(_ path: String, kind: String? = nil) throws -> [String] {
     do {
         let file = try JSONDecoder().decode(PromptFile.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
         guard !file.prompts.isEmpty else { throw CLIError("\(path): key 'prompts' is empty") }
-        return file.prompts.map(\.text)
+        let chosen = file.prompts.filter { kind == nil || $0.kind == kind }
+        guard !chosen.isEmpty else {
+            let kinds = Set(file.prompts.compactMap(\.kind)).sorted().joined(separator: ", ")
+            throw CLIError("\(path): no prompt of kind '\(kind ?? "")' (kinds: \(kinds.isEmpty ? "none" : kinds))")
+        }
+        return chosen.map(\.text)
     } catch let error as DecodingError {
         throw CLIError("\(path): \(describe(error))")
     } catch let error as CLIError {
