@@ -15,6 +15,9 @@ public struct BenchmarkOptions: Sendable {
     public var syntheticAcceptance: Double?
     public var adaptive = true
     public var autoDisable = true
+    /// Auto-off's threshold and warm-up, as in `SpeculationSettings`.
+    public var breakEven = SpeculationSettings().breakEven
+    public var warmupSteps = SpeculationSettings().warmupSteps
 
     public init() {}
 }
@@ -120,7 +123,8 @@ public struct SpeculativeBenchmark {
                     let g = Generation(target: target, prompt: prompt, maxTokens: options.maxTokens, sampling: sampling,
                                        stopTokens: stopTokens, drafter: drafter,
                                        settings: SpeculationSettings(numDraft: options.numDraft, adaptive: options.adaptive,
-                                                                     autoDisable: options.autoDisable, costModel: method.cost))
+                                                                     autoDisable: options.autoDisable, breakEven: options.breakEven,
+                                                                     warmupSteps: options.warmupSteps, costModel: method.cost))
                     g.run()
                     // Decode speed: tokens after the first (which the prompt's forward produces) over decode time.
                     tokens += g.generated.count - 1

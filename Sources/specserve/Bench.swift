@@ -30,6 +30,10 @@ struct Bench: ParsableCommand {
     var syntheticAcceptance: Double?
     @Flag(name: .customLong("fixed-length"), help: "Keep the draft length fixed (no adaptation, no auto-off).")
     var fixedLength = false
+    @Option(name: .customLong("break-even"), help: "Auto-off: switch a request's speculation off when its expected speedup falls below this.")
+    var breakEven = SpeculationSettings().breakEven
+    @Option(name: .customLong("warmup-steps"), help: "Auto-off: speculative steps before the first decision.")
+    var warmupSteps = SpeculationSettings().warmupSteps
     @Option(help: "Kernel threads (default: all cores).")
     var threads: Int?
     @Option(help: "Also write the report as JSON to this file.")
@@ -65,6 +69,8 @@ struct Bench: ParsableCommand {
         options.syntheticAcceptance = syntheticAcceptance
         options.adaptive = !fixedLength && syntheticAcceptance == nil
         options.autoDisable = !fixedLength && syntheticAcceptance == nil
+        options.breakEven = breakEven
+        options.warmupSteps = warmupSteps
         var contenders: [SpeculativeBenchmark.Contender] = []
         if syntheticAcceptance != nil {
             contenders = [.init(name: "synthetic", cost: verify) { nil }]
@@ -72,6 +78,7 @@ struct Bench: ParsableCommand {
             for m in wanted where m != .none {
                 var cost = verify
                 cost.draftPerToken = DraftCost.measure(m, family: family, medusaTree: tree)
+                if cost.draftPerToken > 0 { printError(String(format: "%@: one draft token costs %.3f× a decode step", m.rawValue, cost.draftPerToken)) }
                 contenders.append(.init(name: m.rawValue, cost: cost) { try? family.makeDrafter(m, medusaTree: tree) })
             }
         }

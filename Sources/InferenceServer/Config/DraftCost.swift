@@ -29,10 +29,17 @@ public enum DraftCost {
             } / target
         case .mtp:
             guard let mtp = family.mtp else { return 0 }
+            // One chain step at the same context as the target's step: the module's attention reads its whole cache.
             let hidden = [Float](repeating: 0.1, count: family.target.config.hiddenSize)
+            let vocab = family.target.config.vocabSize
             return medianStep {
-                let cache = mtp.makeCache(capacity: 8)
-                return { _ = mtp.forward(hidden: [hidden], tokens: [1], positions: [0], cache: cache, logitsOfLastRow: true) }
+                let cache = mtp.makeCache(capacity: context + 2)
+                if context > 0 {
+                    _ = mtp.forward(hidden: Array(repeating: hidden, count: context), tokens: (0..<context).map { $0 % vocab },
+                                    positions: Array(0..<context), cache: cache, logitsOfLastRow: false)
+                    cache.append(context)
+                }
+                return { _ = mtp.forward(hidden: [hidden], tokens: [1], positions: [context], cache: cache, logitsOfLastRow: true) }
             } / target
         case .medusa:
             guard let heads = family.medusa, let tree = medusaTree else { return 0 }
