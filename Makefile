@@ -27,8 +27,8 @@ CONFIG ?= config/default.json
 
 serve: build
 	@if [ "$(CONFIG)" = config/default.json ] && [ ! -f "$(MODEL)/model.safetensors" ]; then \
-		echo "$(MODEL)/model.safetensors is not there yet: the shipped model is still being trained (tools/train/README.md)."; \
-		echo "Any HF-layout LLaMA folder can be served meanwhile: point a copy of $(CONFIG) at it and run make serve CONFIG=that-file"; exit 1; \
+		echo "$(MODEL)/model.safetensors is missing: it is committed (git checkout -- $(MODEL)) and can be retrained (tools/train/README.md)."; \
+		echo "Any HF-layout LLaMA folder can be served instead: point a copy of $(CONFIG) at it and run make serve CONFIG=that-file"; exit 1; \
 	fi
 	.build/release/specserve serve --config $(CONFIG)
 
