@@ -3,7 +3,8 @@ import InferenceCore
 
 // The race (DESIGN §7): every method on the same prompts, in one run, against `none` measured in that same run.
 // `specserve bench` and `POST /v1/benchmark` both run this. Each figure is a median over repeats; the speedup is
-// the ratio of median tokens/s to `none`'s; greedy outputs are compared token by token with `none`'s.
+// the median over rounds of the method's tokens/s over `none`'s in the same round; greedy outputs are compared
+// token by token with `none`'s.
 
 public struct BenchmarkOptions: Sendable {
     public var maxTokens = 128
@@ -99,16 +100,18 @@ public struct SpeculativeBenchmark {
         report.bandwidthGBs = Double(target.weightBytes) / stream / 1e9
         report.rooflineTokensPerSecond = 1 / stream
 
-        // `none` first: its outputs are the reference, and with synthetic drafting also the oracle.
+        // Rounds, not methods, outermost: round r runs every method once over all prompts, so each method's rate in
+        // round r is paired with `none`'s from the same minutes and the speedup is the median of those paired
+        // ratios (memory bandwidth on a shared machine drifts between minutes). `none` runs first in every round:
+        // its round-0 outputs are the reference, and with synthetic drafting also the oracle.
         var reference: [[Int]] = []
-        var baseline = 0.0
         let methods = [Contender(name: "none") { nil }] + drafters.filter { $0.name != "none" }
-        for method in methods {
-            var rates: [Double] = []
-            var stats = SpeculationStats()
-            var identical = true
-            var autoOff = 0
-            for r in 0..<options.repeats {
+        var rates = Array(repeating: [Double](), count: methods.count)
+        var stats = Array(repeating: SpeculationStats(), count: methods.count)
+        var identical = Array(repeating: true, count: methods.count)
+        var autoOff = Array(repeating: 0, count: methods.count)
+        for r in 0..<options.repeats {
+            for (m, method) in methods.enumerated() {
                 var tokens = 0, seconds = 0.0
                 for (i, prompt) in prompts.enumerated() {
                     var sampling = options.sampling
@@ -129,26 +132,29 @@ public struct SpeculativeBenchmark {
                     // Decode speed: tokens after the first (which the prompt's forward produces) over decode time.
                     tokens += g.generated.count - 1
                     seconds += g.decodeSeconds + g.stats.draftSeconds
-                    if r == 0 { stats.add(g.stats) }
-                    if r == 0 && g.stats.autoDisabled { autoOff += 1 }
-                    if method.name == "none" && r == 0 { reference.append(Array(g.generated)) }
-                    if method.name != "none" && Array(g.generated) != reference[i] { identical = false }
+                    if r == 0 { stats[m].add(g.stats) }
+                    if r == 0 && g.stats.autoDisabled { autoOff[m] += 1 }
+                    if m == 0 && r == 0 { reference.append(Array(g.generated)) }
+                    if m != 0 && Array(g.generated) != reference[i] { identical[m] = false }
                 }
-                rates.append(Double(tokens) / max(seconds, 1e-9))
+                rates[m].append(Double(tokens) / max(seconds, 1e-9))
             }
-            rates.sort()
-            let rate = rates[rates.count / 2]
-            if method.name == "none" { baseline = rate }
-            let steps = Double(max(stats.steps, 1))
+        }
+        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+        let baseline = median(rates[0])
+        for (m, method) in methods.enumerated() {
+            let rate = median(rates[m])
+            let speedup = m == 0 ? 1 : median(zip(rates[m], rates[0]).map { $0 / $1 })
+            let steps = Double(max(stats[m].steps, 1))
             let result = MethodResult(
-                method: method.name, tokensPerSecond: rate, speedup: rate / baseline,
-                acceptanceRate: stats.acceptanceRate, meanAcceptanceLength: stats.meanAcceptanceLength,
-                draftMsPerStep: stats.draftSeconds * 1e3 / steps, verifyMsPerStep: stats.verifySeconds * 1e3 / steps,
-                identicalToNone: options.sampling.isGreedy ? (method.name == "none" ? true : identical) : nil,
-                lossless: stats.lossless, autoDisabledRequests: autoOff, acceptancePerPosition: stats.acceptancePerPosition)
+                method: method.name, tokensPerSecond: rate, speedup: speedup,
+                acceptanceRate: stats[m].acceptanceRate, meanAcceptanceLength: stats[m].meanAcceptanceLength,
+                draftMsPerStep: stats[m].draftSeconds * 1e3 / steps, verifyMsPerStep: stats[m].verifySeconds * 1e3 / steps,
+                identicalToNone: options.sampling.isGreedy ? identical[m] : nil,
+                lossless: stats[m].lossless, autoDisabledRequests: autoOff[m], acceptancePerPosition: stats[m].acceptancePerPosition)
             report.methods.append(result)
-            progress(String(format: "%@: %.1f tokens/s (%.2f×), acceptance %.0f %%, mean length %.2f", method.name,
-                            rate, rate / baseline, 100 * stats.acceptanceRate, stats.meanAcceptanceLength))
+            progress(String(format: "%@: %.1f tokens/s (%.2f× paired), acceptance %.0f %%, mean length %.2f", method.name,
+                            rate, speedup, 100 * stats[m].acceptanceRate, stats[m].meanAcceptanceLength))
         }
         report.baselineFractionOfRoofline = baseline / report.rooflineTokensPerSecond
         return report
