@@ -140,11 +140,10 @@ public struct SpeculativeBenchmark {
                 rates[m].append(Double(tokens) / max(seconds, 1e-9))
             }
         }
-        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
-        let baseline = median(rates[0])
+        let baseline = Self.median(rates[0])
         for (m, method) in methods.enumerated() {
-            let rate = median(rates[m])
-            let speedup = m == 0 ? 1 : median(zip(rates[m], rates[0]).map { $0 / $1 })
+            let rate = Self.median(rates[m])
+            let speedup = m == 0 ? 1 : Self.pairedSpeedup(rates[m], over: rates[0])
             let steps = Double(max(stats[m].steps, 1))
             let result = MethodResult(
                 method: method.name, tokensPerSecond: rate, speedup: speedup,
@@ -158,6 +157,15 @@ public struct SpeculativeBenchmark {
         }
         report.baselineFractionOfRoofline = baseline / report.rooflineTokensPerSecond
         return report
+    }
+
+    static func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+
+    /// The median over rounds of `rates[r] / baseline[r]`: each round's ratio compares minutes with minutes, so
+    /// drift of the machine between rounds cancels (the ratio of the two medians would mix rounds).
+    static func pairedSpeedup(_ rates: [Double], over baseline: [Double]) -> Double {
+        precondition(rates.count == baseline.count && !rates.isEmpty)
+        return median(zip(rates, baseline).map { $0 / $1 })
     }
 }
 

@@ -178,3 +178,21 @@ struct ServeProcessError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
+
+/// `specserve bench --kind` races only the prompts of that kind; an unknown kind is refused with the kinds there are.
+final class BenchCommandTests: XCTestCase {
+    func testAnUnknownPromptKindIsRefusedNamingTheFileAndTheKindsThereAre() throws {
+        let process = Process()
+        process.executableURL = ServeProcess.binary
+        process.currentDirectoryURL = Fixtures.repositoryRoot
+        process.arguments = ["bench", "--model", "models/specserve-code", "--kind", "nope", "--repeats", "1"]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = Pipe()
+        try process.run()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertNotEqual(process.terminationStatus, 0)
+        XCTAssertTrue(message.contains("config/bench_prompts.json: no prompt of kind 'nope' (kinds: completion, edit)"), message)
+    }
+}
