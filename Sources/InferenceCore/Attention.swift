@@ -24,91 +24,107 @@ public struct AttentionShape: Sendable {
     }
 }
 
+/// Rows of one sequence that walk the KV tiles together (see `tiledAttention`); a verify chain or a draft tree
+/// is one group, a prompt is several.
+let attentionRowGroup = 16
+
 /// Attention of every row of `rows` for one layer; rows' K/V must already be in their caches.
+///
+/// Work items are (KV head, group of consecutive rows sharing one cache). Within an item the tiles are the outer
+/// loop and the rows the inner one, so each K/V tile is read from memory once for the whole group and then from
+/// L1 — a verify chain's rows all read the same prefix. A row's own arithmetic (its tiles, its order) is exactly
+/// what it would be alone, so the output stays batch-invariant. Items are ordered KV head first, so with as many
+/// threads as KV heads every thread gets the same rows (prompt rows differ a lot in length).
 public func tiledAttention(
     q: UnsafePointer<Float>, rows: [Row], layer: Int, shape: AttentionShape, out: UnsafeMutablePointer<Float>,
     pool: WorkerPool = .shared
 ) {
-    let items = rows.count * shape.numKVHeads
+    var groups: [Range<Int>] = []
+    var start = 0
+    while start < rows.count {
+        var end = start + 1
+        while end < rows.count && end - start < attentionRowGroup && rows[end].cache === rows[start].cache { end += 1 }
+        groups.append(start..<end)
+        start = end
+    }
+    let items = groups.count * shape.numKVHeads
     let qStride = shape.numHeads * shape.headDim
+    let largest = groups.map(\.count).max() ?? 0
     pool.parallelFor(items) { range in
-        let group = shape.numHeads / shape.numKVHeads
-        // Per-thread scratch: one tile of scores per query head of the group, one accumulator per head.
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: group * attentionTile)
-        let acc = UnsafeMutablePointer<Float>.allocate(capacity: group * shape.headDim)
-        defer { scores.deallocate(); acc.deallocate() }
+        let heads = shape.numHeads / shape.numKVHeads
+        // Per-thread scratch: one tile of scores per query head of the group, and per row: an accumulator per
+        // head, the running maxima and sums.
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: heads * attentionTile)
+        let acc = UnsafeMutablePointer<Float>.allocate(capacity: largest * heads * shape.headDim)
+        let state = UnsafeMutablePointer<Float>.allocate(capacity: 2 * largest * heads)
+        defer { scores.deallocate(); acc.deallocate(); state.deallocate() }
         for item in range {
-            let r = item / shape.numKVHeads, kvHead = item % shape.numKVHeads
-            let firstHead = kvHead * group
-            attendGroup(
-                q: q + r * qStride + firstHead * shape.headDim, row: rows[r], layer: layer, kvHead: kvHead,
-                heads: group, shape: shape, out: out + r * qStride + firstHead * shape.headDim,
-                scores: scores, acc: acc)
+            let kvHead = item / groups.count, group = groups[item % groups.count]
+            let firstHead = kvHead * heads
+            attendRows(
+                q: q + firstHead * shape.headDim, qStride: qStride, rows: rows, group: group, layer: layer,
+                kvHead: kvHead, heads: heads, shape: shape, out: out + firstHead * shape.headDim,
+                scores: scores, acc: acc, state: state)
         }
     }
 }
 
-/// The query heads `heads` sharing one KV head, for one row: each K/V vector is loaded once for the group.
+/// The query heads `heads` sharing KV head `kvHead`, for the rows `group` (one cache): row r's query and output
+/// for those heads start at `q + r·qStride` and `out + r·qStride`.
 @inline(__always)
-private func attendGroup(
-    q: UnsafePointer<Float>, row: Row, layer: Int, kvHead: Int, heads: Int, shape: AttentionShape,
-    out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>, acc: UnsafeMutablePointer<Float>
+private func attendRows(
+    q: UnsafePointer<Float>, qStride: Int, rows: [Row], group: Range<Int>, layer: Int, kvHead: Int, heads: Int,
+    shape: AttentionShape, out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>,
+    acc: UnsafeMutablePointer<Float>, state: UnsafeMutablePointer<Float>
 ) {
-    let d = shape.headDim, scale = shape.scale, cache = row.cache
-    let visible = row.visibleCount
+    let d = shape.headDim, scale = shape.scale, cache = rows[group.lowerBound].cache
+    let count = group.count
+    let runningMax = state, runningSum = state + count * heads
+    runningMax.initialize(repeating: -.infinity, count: count * heads)
+    runningSum.initialize(repeating: 0, count: count * heads)
+    acc.initialize(repeating: 0, count: count * heads * d)
+    var longest = 0
+    for r in group { longest = max(longest, rows[r].visibleCount) }
     withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 2 * attentionTile) { rowsOfTile in
     let keys = rowsOfTile.baseAddress!, values = rowsOfTile.baseAddress! + attentionTile
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * heads) { state in
-        let runningMax = state.baseAddress!, runningSum = state.baseAddress! + heads
-        runningMax.initialize(repeating: -.infinity, count: heads)
-        runningSum.initialize(repeating: 0, count: heads)
-        acc.initialize(repeating: 0, count: heads * d)
-        var tileStart = 0
-        while tileStart < visible {
-            let tileEnd = min(tileStart + attentionTile, visible)
-            let n = tileEnd - tileStart
-            // The tile's K and V rows (one slot lookup per position).
+    var tileStart = 0
+    while tileStart < longest {
+        for (g, r) in group.enumerated() {
+            let row = rows[r]
+            let visible = row.visibleCount
+            guard tileStart < visible else { continue }
+            let n = min(attentionTile, visible - tileStart)
+            let qr = q + r * qStride
+            let rowMax = runningMax + g * heads, rowSum = runningSum + g * heads, rowAcc = acc + g * heads * d
+            // The tile's K and V rows for this row (one slot lookup per position; a tree row's last ones differ).
             for j in 0..<n {
                 let slot = row.slot(ofLogical: tileStart + j)
                 keys[j] = UnsafePointer(cache.key(layer: layer, slot: slot) + kvHead * d)
                 values[j] = UnsafePointer(cache.value(layer: layer, slot: slot) + kvHead * d)
             }
-            // Scores for the tile.
+            // Scores for the tile. Each is one 16-lane dot product and one horizontal sum (`dot`); lanes of the
+            // scratch past `n` are zeroed after the exponentials so the tile's sum can run over whole vectors.
             for h in 0..<heads {
-                let qh = q + h * d, s = scores + h * attentionTile
-                if d == 64 {
-                    let q0 = load16(qh), q1 = load16(qh + 16), q2 = load16(qh + 32), q3 = load16(qh + 48)
-                    for j in 0..<n {
-                        let k = keys[j]
-                        var v = q0 * load16(k)
-                        v = v.addingProduct(q1, load16(k + 16))
-                        v = v.addingProduct(q2, load16(k + 32))
-                        v = v.addingProduct(q3, load16(k + 48))
-                        s[j] = horizontalSum(v) * scale
-                    }
-                } else {
-                    for j in 0..<n { s[j] = dot(qh, keys[j], d) * scale }
-                }
+                let qh = qr + h * d, s = scores + h * attentionTile
+                for j in 0..<n { s[j] = dot(qh, keys[j], d) * scale }
             }
             // Online softmax update per head: rescale what came before by e^(m_old − m_new).
             for h in 0..<heads {
                 let s = scores + h * attentionTile
-                var tileMax = -Float.infinity
-                for j in 0..<n { tileMax = max(tileMax, s[j]) }
-                let newMax = max(runningMax[h], tileMax)
-                let correction = runningMax[h] == -.infinity ? 0 : exp16(SIMD16(repeating: runningMax[h] - newMax))[0]
-                runningMax[h] = newMax
+                let tileMax = maximum(s, n)
+                let newMax = max(rowMax[h], tileMax)
+                let correction = rowMax[h] == -.infinity ? 0 : exp16(SIMD16(repeating: rowMax[h] - newMax))[0]
+                rowMax[h] = newMax
                 for j in 0..<n { s[j] -= newMax }
                 expInPlace(s, n)
-                var sum = runningSum[h] * correction
-                for j in 0..<n { sum += s[j] }
-                runningSum[h] = sum
-                let a = acc + h * d
+                for j in n..<attentionTile { s[j] = 0 }
+                rowSum[h] = rowSum[h] * correction + tileSum(s)
+                let a = rowAcc + h * d
                 if correction != 1 { for i in 0..<d { a[i] *= correction } }
             }
             // Weighted sum of V for the tile (for d = 64 the accumulator stays in registers across the tile).
             for h in 0..<heads {
-                let a = acc + h * d, s = scores + h * attentionTile
+                let a = rowAcc + h * d, s = scores + h * attentionTile
                 if d == 64 {
                     var a0 = load16(a), a1 = load16(a + 16), a2 = load16(a + 32), a3 = load16(a + 48)
                     for j in 0..<n {
@@ -123,13 +139,16 @@ private func attendGroup(
                     for j in 0..<n { axpy(s[j], values[j], a, d) }
                 }
             }
-            tileStart = tileEnd
         }
-        for h in 0..<heads {
-            let inv = 1 / runningSum[h]
-            for i in 0..<d { out[h * d + i] = acc[h * d + i] * inv }
-        }
+        tileStart += attentionTile
     }
+    }
+    for (g, r) in group.enumerated() {
+        let o = out + r * qStride
+        for h in 0..<heads {
+            let inv = 1 / runningSum[g * heads + h], a = acc + (g * heads + h) * d
+            for i in 0..<d { o[h * d + i] = a[i] * inv }
+        }
     }
 }
 
@@ -138,6 +157,27 @@ private func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPoint
 
 @inline(__always)
 private func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self) }
+
+/// The largest of `n` floats (vector maxima, then the lanes; max is exact, so the order does not matter).
+@inline(__always)
+private func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var v = SIMD16<Float>(repeating: -.infinity)
+    var i = 0
+    while i + 16 <= n { v = pointwiseMax(v, load16(x + i)); i += 16 }
+    var m = v.max()
+    while i < n { m = max(m, x[i]); i += 1 }
+    return m
+}
+
+/// The sum of one tile of scores (`attentionTile` floats, zero past the tile's end): whole vectors added
+/// lane by lane, then one horizontal sum. The order is fixed, so a row's sum never depends on the batch.
+@inline(__always)
+private func tileSum(_ x: UnsafePointer<Float>) -> Float {
+    var v = load16(x)
+    var i = 16
+    while i < attentionTile { v += load16(x + i); i += 16 }
+    return horizontalSum(v)
+}
 
 /// Σ a[i]·b[i] in 16-lane vectors then the scalar tail; the same order for every caller.
 @inline(__always)

@@ -123,9 +123,11 @@ private func kernel4x4(
     var c10 = Vec(), c11 = Vec(), c12 = Vec(), c13 = Vec()
     var c20 = Vec(), c21 = Vec(), c22 = Vec(), c23 = Vec()
     var c30 = Vec(), c31 = Vec(), c32 = Vec(), c33 = Vec()
-    // The next tile (4k floats straight after this one) is prefetched 4 lines per iteration, so it is in
-    // cache by the time this tile is done: with several rows the FMAs would otherwise hide memory requests.
-    let next = w + 4 * k
+    // The tile after next (4k floats, starting 8k floats on) is prefetched 4 lines per iteration, so it is in
+    // cache by the time it is needed: with several rows the FMAs would otherwise hide memory requests. Two tiles
+    // ahead rather than one: at k = 384 one tile is 6 KB, less than the bytes in flight during one DRAM latency
+    // when the memory is fast.
+    let next = w + 8 * k
     var p = 0
     while p < kv {
         specserve_prefetch(next + 4 * p)

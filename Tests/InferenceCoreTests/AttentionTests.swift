@@ -104,4 +104,30 @@ final class AttentionTests: XCTestCase {
                                visibility: .tree(prefixLength: 40, path: [40, 43, 45]))], queries: query)
         XCTAssertEqual(chain, tree)
     }
+
+    func testRowsWalkingTheTilesTogetherEqualEachRowAlone() {
+        for s in AttentionTests.shapes { shape = s; checkRowsWalkingTheTilesTogetherEqualEachRowAlone() }
+    }
+
+    /// Rows of one cache share each K/V tile (groups of `attentionRowGroup`); a run longer than a group, split by
+    /// rows of another cache and followed by tree rows, must give every row bitwise what it gets alone.
+    private func checkRowsWalkingTheTilesTogetherEqualEachRowAlone() {
+        let a = randomCache(slots: 120, seed: 31), b = randomCache(slots: 80, seed: 32)
+        a.append(90)
+        var rows = (0..<(attentionRowGroup + 5)).map { Row(token: 0, position: 3 * $0, cache: a) }
+        rows.insert(Row(token: 0, position: 70, cache: b), at: 7)
+        rows.append(Row(token: 0, position: 79, cache: b))
+        rows += [[90], [90, 91], [90, 92]].map {
+            Row(token: 0, position: 90 + $0.count - 1, cache: a, slot: $0.last!, visibility: .tree(prefixLength: 90, path: $0))
+        }
+        let width = shape.numHeads * shape.headDim
+        let queries = randomVector(rows.count * width, seed: 33, scale: 2)
+        let together = attend(rows, queries: queries)
+        for (i, row) in rows.enumerated() {
+            let alone = attend([row], queries: Array(queries[i * width..<(i + 1) * width]))
+            XCTAssertEqual(Array(together[i * width..<(i + 1) * width]), alone, "row \(i) at position \(row.position)")
+            let expected = reference(row: row, query: queries[i * width..<(i + 1) * width], cache: row.cache)
+            XCTAssertLessThan(maxAbsDifference(alone, expected), 1e-5, "row \(i) against the naive reference")
+        }
+    }
 }
