@@ -38,9 +38,11 @@ let package = Package(
             ],
             swiftSettings: kernelFlags
         ),
-        // Tests find Tests/Fixtures through #filePath (see Tests/*/Fixtures.swift).
-        .testTarget(name: "InferenceCoreTests", dependencies: ["InferenceCore"], swiftSettings: kernelFlags),
-        .testTarget(name: "SpeculativeDecodingTests", dependencies: ["SpeculativeDecoding", "InferenceCore"],
+        // Tests find Tests/Fixtures through #filePath (see Tests/*/Fixtures.swift). TestSupport: helpers that more
+        // than one test target needs (no XCTest in it, so it builds like any library).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "InferenceCoreTests", dependencies: ["InferenceCore", "TestSupport"], swiftSettings: kernelFlags),
+        .testTarget(name: "SpeculativeDecodingTests", dependencies: ["SpeculativeDecoding", "InferenceCore", "TestSupport"],
                     swiftSettings: kernelFlags),
         .testTarget(name: "InferenceServerTests", dependencies: ["InferenceServer", "SpeculativeDecoding", "InferenceCore"],
                     swiftSettings: kernelFlags),

@@ -2,6 +2,28 @@ import Foundation
 import XCTest
 @testable import InferenceCore
 
+/// Every position's logits and final hidden state for `tokens`, computed two ways: once as one prompt (the sgemm
+/// path for long prompts) and once token by token through the KV cache (the streaming path).
+func forwardAsPromptAndTokenByToken(
+    _ model: LlamaModel, _ tokens: [Int]
+) -> [(mode: String, logits: [[Float]], hidden: [[Float]])] {
+    var results: [(mode: String, logits: [[Float]], hidden: [[Float]])] = []
+    let cache = model.makeCache()
+    let rows = tokens.enumerated().map { Row(token: $1, position: $0, cache: cache, isPrompt: true) }
+    let out = model.forward(rows)
+    results.append(("prefill", rows.indices.map { out.logits(row: $0) }, rows.indices.map { out.hidden(row: $0) }))
+    cache.reset()
+    var logits: [[Float]] = [], hidden: [[Float]] = []
+    for (p, token) in tokens.enumerated() {
+        let out = model.forward([Row(token: token, position: p, cache: cache)])
+        cache.append(1)
+        logits.append(out.logits(row: 0))
+        hidden.append(out.hidden(row: 0))
+    }
+    results.append(("decode", logits, hidden))
+    return results
+}
+
 /// The forward pass against HF transformers (float32, eager attention) on the committed tiny fixtures.
 final class LlamaModelGoldenTests: XCTestCase {
     struct Golden: Decodable {
@@ -19,23 +41,7 @@ final class LlamaModelGoldenTests: XCTestCase {
         let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: Fixtures.url("logits/\(fixture).json")))
         XCTAssertFalse(golden.prompts.isEmpty)
         for prompt in golden.prompts {
-            // Once as a prompt (sgemm path for long ones), once token by token (streaming path).
-            for mode in ["prefill", "decode"] {
-                let cache = model.makeCache()
-                var logits: [[Float]] = [], hidden: [[Float]] = []
-                if mode == "prefill" {
-                    let rows = prompt.token_ids.enumerated().map { Row(token: $1, position: $0, cache: cache, isPrompt: true) }
-                    let out = model.forward(rows)
-                    logits = rows.indices.map { out.logits(row: $0) }
-                    hidden = rows.indices.map { out.hidden(row: $0) }
-                } else {
-                    for (p, token) in prompt.token_ids.enumerated() {
-                        let out = model.forward([Row(token: token, position: p, cache: cache)])
-                        cache.append(1)
-                        logits.append(out.logits(row: 0))
-                        hidden.append(out.hidden(row: 0))
-                    }
-                }
+            for (mode, logits, hidden) in forwardAsPromptAndTokenByToken(model, prompt.token_ids) {
                 for p in prompt.token_ids.indices {
                     XCTAssertLessThan(maxAbsDifference(logits[p], prompt.logits[p]), 1e-4, "\(fixture) \(mode) position \(p) logits")
                     XCTAssertLessThan(maxAbsDifference(hidden[p], prompt.final_hidden[p]), 1e-4, "\(fixture) \(mode) position \(p) hidden")
