@@ -16,10 +16,16 @@ public struct CostModel: Sendable, Equatable {
     public var draftPerToken: Double
     /// `verify[r]`: cost of a verification forward of r rows relative to one decode step (index 0 unused).
     public var verify: [Double]
+    /// Seconds of one target decode step, as measured (0: not measured). With it, a request judges its drafter
+    /// by the draft time it actually spends per step rather than by `draftPerToken`: a drafter timed alone at
+    /// start-up runs with its weights in cache, but between two target steps they have been evicted (an MTP
+    /// module with the lm_head costs ~0.13× a decode step hot and ~0.3× in the loop).
+    public var decodeSeconds: Double
 
-    public init(draftPerToken: Double, verify: [Double]) {
+    public init(draftPerToken: Double, verify: [Double], decodeSeconds: Double = 0) {
         self.draftPerToken = draftPerToken
         self.verify = verify
+        self.decodeSeconds = decodeSeconds
     }
 
     /// Nothing measured: speculation always looks worth it.
@@ -33,7 +39,12 @@ public struct CostModel: Sendable, Equatable {
     /// Expected speedup over plain decoding of steps that draft `drafted` tokens (verified as `rows` rows) and
     /// accept `acceptedPerStep` of them on average.
     public func expectedSpeedup(acceptedPerStep: Double, drafted: Double, rows: Int) -> Double {
-        (1 + acceptedPerStep) / (drafted * draftPerToken + verifyCost(rows: rows))
+        expectedSpeedup(acceptedPerStep: acceptedPerStep, draftCost: drafted * draftPerToken, rows: rows)
+    }
+
+    /// The same with the draft cost of a step given directly, relative to one decode step.
+    public func expectedSpeedup(acceptedPerStep: Double, draftCost: Double, rows: Int) -> Double {
+        (1 + acceptedPerStep) / (draftCost + verifyCost(rows: rows))
     }
 }
 
@@ -309,8 +320,13 @@ public final class Generation {
             else if accepted == 0 { draftLength = max(1, draftLength - 1) }
         }
         if settings.autoDisable && stats.steps >= settings.warmupSteps {
-            let speedup = settings.costModel.expectedSpeedup(
-                acceptedPerStep: meanAccepted, drafted: meanDrafted, rows: Int(meanRows.rounded()))
+            // The draft cost this request has really paid per step (proposals and the drafter's commits) when
+            // the decode step was measured; the calibrated per-token figure otherwise.
+            let cost = settings.costModel
+            let draftCost = cost.decodeSeconds > 0
+                ? stats.draftSeconds / Double(stats.steps) / cost.decodeSeconds
+                : meanDrafted * cost.draftPerToken
+            let speedup = cost.expectedSpeedup(acceptedPerStep: meanAccepted, draftCost: draftCost, rows: Int(meanRows.rounded()))
             if speedup < settings.breakEven {
                 speculating = false
                 stats.autoDisabled = true
