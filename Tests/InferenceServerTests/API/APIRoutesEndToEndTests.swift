@@ -5,21 +5,7 @@ import SpeculativeDecoding
 @testable import InferenceServer
 
 /// Every route but completions, and the errors of all of them, over loopback.
-final class APIRoutesEndToEndTests: XCTestCase {
-    private var servers: [APITestServer] = []
-
-    override func tearDown() {
-        for s in servers { s.stop() }
-        servers = []
-        super.tearDown()
-    }
-
-    private func start(_ make: () throws -> APITestServer = { try APITestServer() }) throws -> APITestServer {
-        let s = try make()
-        servers.append(s)
-        return s
-    }
-
+final class APIRoutesEndToEndTests: APIServerTestCase {
     private func assertError(_ r: HTTPTestClient.Response, _ status: Int, param: String?, type: String? = nil, _ fragment: String = "",
                              file: StaticString = #filePath, line: UInt = #line) throws {
         XCTAssertEqual(r.status, status, r.text, file: file, line: line)

@@ -181,3 +181,20 @@ func eventually(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
     }
     return condition()
 }
+
+/// A test case that starts API servers over loopback and stops them all after each test.
+class APIServerTestCase: XCTestCase {
+    private var servers: [APITestServer] = []
+
+    override func tearDown() {
+        for s in servers { s.stop() }
+        servers = []
+        super.tearDown()
+    }
+
+    func start(_ make: () throws -> APITestServer = { try APITestServer() }) throws -> APITestServer {
+        let s = try make()
+        servers.append(s)
+        return s
+    }
+}

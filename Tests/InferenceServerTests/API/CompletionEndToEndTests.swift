@@ -5,21 +5,7 @@ import SpeculativeDecoding
 @testable import InferenceServer
 
 /// POST /v1/completions over loopback against a toy model.
-final class CompletionEndToEndTests: XCTestCase {
-    private var servers: [APITestServer] = []
-
-    override func tearDown() {
-        for s in servers { s.stop() }
-        servers = []
-        super.tearDown()
-    }
-
-    private func start(_ make: () throws -> APITestServer = { try APITestServer() }) throws -> APITestServer {
-        let s = try make()
-        servers.append(s)
-        return s
-    }
-
+final class CompletionEndToEndTests: APIServerTestCase {
     func testACompletionIsTheGreedyOutputWithUsageTimingsAndSpeculationMetrics() throws {
         let s = try start()
         let o = try s.complete(#"{"model": "toy", "prompt": "def add(a, b):", "max_tokens": 12, "temperature": 0, "speculative": {"method": "draft", "num_tokens": 3}}"#)
