@@ -44,7 +44,7 @@ let package = Package(
         .testTarget(name: "InferenceCoreTests", dependencies: ["InferenceCore", "TestSupport"], swiftSettings: kernelFlags),
         .testTarget(name: "SpeculativeDecodingTests", dependencies: ["SpeculativeDecoding", "InferenceCore", "TestSupport"],
                     swiftSettings: kernelFlags),
-        .testTarget(name: "InferenceServerTests", dependencies: ["InferenceServer", "SpeculativeDecoding", "InferenceCore"],
+        .testTarget(name: "InferenceServerTests", dependencies: ["InferenceServer", "SpeculativeDecoding", "InferenceCore", "TestSupport"],
                     swiftSettings: kernelFlags),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import InferenceCore
 
 /// Goldens written by tools/fixtures/make_tokenizer_goldens.py with HF `tokenizers`.

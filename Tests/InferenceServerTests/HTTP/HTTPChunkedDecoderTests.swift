@@ -1,4 +1,5 @@
 import XCTest
+import TestSupport
 @testable import InferenceServer
 
 final class HTTPChunkedDecoderTests: XCTestCase {
@@ -78,7 +79,7 @@ final class HTTPChunkedDecoderTests: XCTestCase {
     }
 
     func testArbitraryBytesNeverTrap() {
-        var rng = HTTPFuzzRandom(seed: 7)
+        var rng = SplitMix64(seed: 7)
         let seed = Array("3;a=b\r\nabc\r\n1\r\nd\r\n0\r\nT: 1\r\n\r\n".utf8)
         for _ in 0..<3000 {
             var bytes = seed

@@ -1,4 +1,5 @@
 import XCTest
+import TestSupport
 @testable import InferenceServer
 
 final class HTTPRequestParserTests: XCTestCase {
@@ -275,7 +276,7 @@ final class HTTPRequestParserTests: XCTestCase {
 
     /// Mutated and truncated requests fed in random slices must give requests or errors, never a trap.
     func testArbitraryBytesNeverTrap() {
-        var rng = HTTPFuzzRandom(seed: 42)
+        var rng = SplitMix64(seed: 42)
         let seeds = Array(pipelined.utf8)
         for _ in 0..<3000 {
             var bytes = seeds
@@ -301,18 +302,5 @@ final class HTTPRequestParserTests: XCTestCase {
                 }
             }
         }
-    }
-}
-
-/// A small deterministic generator for reproducible random inputs.
-struct HTTPFuzzRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
