@@ -21,6 +21,6 @@ extension CostModel {
         var verify = [0.0, 1.0]
         for r in 2...max(2, maxRows) { verify.append(time(r) / one) }
         let draft = draftStep.map { medianSeconds(repeats: repeats, $0) / one } ?? 0
-        return CostModel(draftPerToken: draft, verify: verify, decodeSeconds: one)
+        return CostModel(draftPerToken: draft, verify: verify, decodeSeconds: one, clock: DecodeStepClock())
     }
 }

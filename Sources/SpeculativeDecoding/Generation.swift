@@ -21,11 +21,18 @@ public struct CostModel: Sendable, Equatable {
     /// start-up runs with its weights in cache, but between two target steps they have been evicted (an MTP
     /// module with the lm_head costs ~0.13× a decode step hot and ~0.3× in the loop).
     public var decodeSeconds: Double
+    /// Plain decode steps as they run now (shared by every request of the model); nil: not tracked.
+    public var clock: DecodeStepClock?
 
-    public init(draftPerToken: Double, verify: [Double], decodeSeconds: Double = 0) {
+    public init(draftPerToken: Double, verify: [Double], decodeSeconds: Double = 0, clock: DecodeStepClock? = nil) {
         self.draftPerToken = draftPerToken
         self.verify = verify
         self.decodeSeconds = decodeSeconds
+        self.clock = clock
+    }
+
+    public static func == (a: CostModel, b: CostModel) -> Bool {
+        a.draftPerToken == b.draftPerToken && a.verify == b.verify && a.decodeSeconds == b.decodeSeconds && a.clock === b.clock
     }
 
     /// Nothing measured: speculation always looks worth it.
@@ -103,6 +110,15 @@ public final class Generation {
     var stepStart = 0.0
     /// Rolling (exponential) mean of accepted tokens per speculative step and of tokens drafted per step.
     var meanAccepted = 0.0, meanDrafted = 0.0, meanRows = 1.0
+    /// Wall time of this request's steps that ran alone (no other request's rows in their forwards): rolling
+    /// means of a speculative step (its drafting, the drafter's commit, the verify forward) and of a plain step,
+    /// and how many of each were seen. Auto-off compares them (DESIGN §5).
+    var soloSpeculative = RollingMean(), soloPlain = RollingMean()
+    /// `stats.draftSeconds` when the current step's drafting began (the previous step's commit counts to it).
+    private var draftMark = 0.0
+    /// Whether a forward of the current step carried other requests' rows.
+    private var stepShared = false
+    private var draftRowCount = 0
 
     /// `drafter` nil means plain decoding (`none`). `maxTreeNodes` bounds the cache slots a draft tree may use.
     public init(target: LlamaModel, prompt: [Int], maxTokens: Int, sampling: SamplingParameters = .greedy,
@@ -200,6 +216,7 @@ public final class Generation {
         let start = monotonicSeconds()
         pendingTree = DraftTree()
         proposal = .ready
+        stepShared = false
         // Never draft past max_tokens: the step also yields the bonus token.
         let room = maxTokens - generated.count - 1
         if speculating, let drafter, room > 0 {
@@ -223,12 +240,15 @@ public final class Generation {
     public func draftRows() -> [Row] {
         guard case let .stepping(d) = proposal else { return [] }
         draftForwardStart = monotonicSeconds()
-        return d.proposalRows()
+        let rows = d.proposalRows()
+        draftRowCount = rows.count
+        return rows
     }
 
     /// Takes the draft forward's results for this request's rows at `offset` of `output`.
     public func completeDraft(_ output: ForwardOutput, offset: Int) {
         guard case let .stepping(d) = proposal else { return }
+        if offset != 0 || output.logits.rows != draftRowCount { stepShared = true }
         d.takeProposalOutput(output, offset: offset, sampling: sampling, rng: &rng)
         if d.proposalRows().isEmpty {
             pendingTree = d.finishProposal()
@@ -263,16 +283,24 @@ public final class Generation {
         cache.compact(keeping: outcome.path.map { n + 1 + $0 })
         let elapsed = monotonicSeconds() - stepStart
         decodeSeconds += elapsed
+        let solo = !stepShared && offset == 0 && output.logits.rows == tree.count + 1
         if tree.isEmpty {
             stats.plainSteps += 1
+            if solo {
+                soloPlain.add(stats.draftSeconds - draftMark + elapsed)
+                settings.costModel.clock?.record(elapsed)
+            }
         } else {
             stats.verifySeconds += elapsed
+            // (The first step is left out: its drafting includes an MTP module's catch-up over the whole prompt.)
+            if solo && stats.steps > 0 { soloSpeculative.add(stats.draftSeconds - draftMark + elapsed) }
             stats.record(depth: tree.maxDepth, nodes: tree.count, acceptedCount: outcome.path.count)
             if !rule.isLossless { stats.lossless = false }
             adapt(tree: tree, accepted: outcome.path.count)
         }
         let newTokens = outcome.path.map { tree.tokens[$0] } + [outcome.next]
         let emitted = emit(newTokens)
+        draftMark = stats.draftSeconds
         if !isFinished, let drafter, speculating {
             let commitStart = monotonicSeconds()
             let rows = [0] + outcome.path.map { $0 + 1 }
@@ -320,13 +348,22 @@ public final class Generation {
             else if accepted == 0 { draftLength = max(1, draftLength - 1) }
         }
         if settings.autoDisable && stats.steps >= settings.warmupSteps {
-            // The draft cost this request has really paid per step (proposals and the drafter's commits) when
-            // the decode step was measured; the calibrated per-token figure otherwise.
+            // Best evidence first: this request's own speculative steps against a plain decode step (its own
+            // plain steps, else the model's recent ones, else the calibrated one), all timed alone, which catches
+            // what a cost model misses (a drafter's weights evicting the target's from cache, and the reverse);
+            // else the draft time it really spent per step with the calibrated verify cost; else the calibrated
+            // model alone.
             let cost = settings.costModel
-            let draftCost = cost.decodeSeconds > 0
-                ? stats.draftSeconds / Double(stats.steps) / cost.decodeSeconds
-                : meanDrafted * cost.draftPerToken
-            let speedup = cost.expectedSpeedup(acceptedPerStep: meanAccepted, draftCost: draftCost, rows: Int(meanRows.rounded()))
+            let plainStep = soloPlain.count >= 2 ? soloPlain.mean : (cost.clock?.seconds ?? cost.decodeSeconds)
+            let speedup: Double
+            if plainStep > 0 && soloSpeculative.count >= min(4, settings.warmupSteps) {
+                speedup = (1 + meanAccepted) * plainStep / soloSpeculative.mean
+            } else {
+                let draftCost = cost.decodeSeconds > 0
+                    ? stats.draftSeconds / Double(stats.steps) / cost.decodeSeconds
+                    : meanDrafted * cost.draftPerToken
+                speedup = cost.expectedSpeedup(acceptedPerStep: meanAccepted, draftCost: draftCost, rows: Int(meanRows.rounded()))
+            }
             if speedup < settings.breakEven {
                 speculating = false
                 stats.autoDisabled = true

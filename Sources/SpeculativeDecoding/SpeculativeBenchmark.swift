@@ -105,7 +105,9 @@ public struct SpeculativeBenchmark {
         // ratios (memory bandwidth on a shared machine drifts between minutes). `none` runs first in every round:
         // its round-0 outputs are the reference, and with synthetic drafting also the oracle.
         var reference: [[Int]] = []
-        let methods = [Contender(name: "none") { nil }] + drafters.filter { $0.name != "none" }
+        // `none` shares the drafters' decode-step clock (its plain steps keep auto-off's reference current).
+        let plainCost = drafters.first { $0.cost.clock != nil }?.cost ?? .free
+        let methods = [Contender(name: "none", cost: plainCost) { nil }] + drafters.filter { $0.name != "none" }
         var rates = Array(repeating: [Double](), count: methods.count)
         var stats = Array(repeating: SpeculationStats(), count: methods.count)
         var identical = Array(repeating: true, count: methods.count)

@@ -96,4 +96,66 @@ final class AdaptiveSpeculationTests: XCTestCase {
                                                  costModel: CostModel(draftPerToken: 0, verify: cheapVerify, decodeSeconds: 1)))
         XCTAssertFalse(fair.stats.autoDisabled)
     }
+
+    /// A clock that has seen plain steps of `seconds` each.
+    private func clock(seconds: Double) -> DecodeStepClock {
+        let clock = DecodeStepClock()
+        clock.record(seconds)
+        clock.record(seconds)
+        return clock
+    }
+
+    func testPlainStepsFeedTheModelsDecodeStepClock() {
+        let clock = DecodeStepClock()
+        XCTAssertNil(clock.seconds, "no reference before two steps")
+        let g = Generation(target: target, prompt: prompt, maxTokens: 20,
+                           settings: SpeculationSettings(costModel: CostModel(draftPerToken: 0, verify: [], clock: clock)))
+        g.run()
+        let seconds = try! XCTUnwrap(clock.seconds)
+        XCTAssertGreaterThan(seconds, 0)
+        XCTAssertLessThan(seconds, g.decodeSeconds, "one step's time, not the whole request's")
+    }
+
+    func testSpeculativeStepsTimedAloneAreComparedWithTheClocksPlainStep() {
+        let expected = plain(maxTokens: 60)
+        let good = ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: true)
+        // Calibrated as free, perfect drafts stay on …
+        let free = CostModel(draftPerToken: 0, verify: cheapVerify)
+        XCTAssertFalse(run(good, SpeculationSettings(numDraft: 3, adaptive: false, warmupSteps: 4, costModel: free)).stats.autoDisabled)
+        // … but against plain steps clocked at 0.1 µs, each real step (tens of µs on the toy model) loses.
+        var clocked = free
+        clocked.clock = clock(seconds: 1e-7)
+        let g = run(good, SpeculationSettings(numDraft: 3, adaptive: false, warmupSteps: 4, costModel: clocked))
+        XCTAssertTrue(g.stats.autoDisabled)
+        XCTAssertEqual(g.stats.steps, 5, "four steps timed alone (the first is left out) are needed")
+        XCTAssertEqual(Array(g.generated), expected)
+        // Against plain steps clocked at 1 s the same steps pay.
+        clocked.clock = clock(seconds: 1)
+        XCTAssertFalse(run(good, SpeculationSettings(numDraft: 3, adaptive: false, warmupSteps: 4, costModel: clocked)).stats.autoDisabled)
+    }
+
+    func testStepsSharedWithAnotherRequestAreNotTakenAsTimings() {
+        let expected = plain(maxTokens: 40)
+        var cost = CostModel(draftPerToken: 0, verify: cheapVerify)
+        cost.clock = clock(seconds: 1e-7)
+        let settings = SpeculationSettings(numDraft: 3, adaptive: false, warmupSteps: 4, costModel: cost)
+        let requests = (0..<2).map { _ in
+            Generation(target: target, prompt: prompt, maxTokens: 40,
+                       drafter: ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: true), settings: settings)
+        }
+        for g in requests { g.completePrefill(target.forward(g.prefillRows())) }
+        // Both requests' rows in every forward, as the engine batches them.
+        while requests.contains(where: { !$0.isFinished }) {
+            let active = requests.filter { !$0.isFinished }
+            let rows = active.map { $0.stepRows() }
+            let out = target.forward(rows.flatMap { $0 })
+            var offset = 0
+            for (g, r) in zip(active, rows) { g.completeStep(out, offset: offset); offset += r.count }
+        }
+        for g in requests {
+            XCTAssertEqual(Array(g.generated), expected)
+            XCTAssertFalse(g.stats.autoDisabled, "no step ran alone, so the calibrated (free) cost decided")
+        }
+    }
 }
+
