@@ -5,7 +5,8 @@
 #
 # Targets: http-parser chunked-decoder completion-request safetensors-header tokenizer-json (all by default);
 # 60 seconds each by default. Each run starts from a copy of the committed seeds (Tests/Fuzz/corpus/<target>) in
-# a run folder, so the seeds do not grow; inputs that crash are saved there too. The last lines are one summary
+# a run folder, so the seeds do not grow; inputs that crash are saved there too. Do not stop (SIGSTOP) a running
+# target: libFuzzer reads the pause as a timeout of the input at hand. The last lines are one summary
 # line per target; the exit status is 1 when any target crashed (or did not run), 0 otherwise.
 #
 # Environment: FUZZ_WORK (run folders; default Tests/Fuzz/.build/runs), FUZZ_JOBS (parallel libFuzzer jobs per
@@ -85,7 +86,10 @@ for target in "${TARGETS[@]}"; do
     speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$dir/log.txt" | grep -o '[0-9]*$' | tail -1)
     cov=$(grep -o 'cov: [0-9]*' "$dir/log.txt" | tail -1 | grep -o '[0-9]*')
     ft=$(grep -o 'ft: [0-9]*' "$dir/log.txt" | tail -1 | grep -o '[0-9]*')
-    crashes=$(find "$dir/artifacts" -type f | wc -l)
+    # Crashes, timeouts, OOMs and leaks fail the run; a slow-unit-* file is only libFuzzer noting the slowest
+    # input so far (a paused or starved process produces one too): listed, replay it to judge.
+    crashes=$(find "$dir/artifacts" -type f ! -name 'slow-unit-*' | wc -l)
+    slow=$(find "$dir/artifacts" -type f -name 'slow-unit-*' | wc -l)
     corpus=$(find "$dir/corpus" -type f | wc -l)
     if [[ $rc -ne 0 || $crashes -gt 0 ]]; then
         STATUS=1
@@ -93,6 +97,7 @@ for target in "${TARGETS[@]}"; do
     else
         result="ok"
     fi
+    [[ $slow -gt 0 ]] && result+=" ($slow slow-unit file(s) in $dir/artifacts)"
     SUMMARY+=("$(printf '%-20s %5ss  execs %-10s exec/s %-7s cov %-6s ft %-6s corpus %-5s crashes %-3s %s' \
         "$target" "$SECONDS_PER_TARGET" "${runs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "$corpus" "$crashes" "$result")")
     echo "${SUMMARY[-1]}"
