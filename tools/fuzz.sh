@@ -47,6 +47,9 @@ max_len() {
 SWIFT="${SWIFT:-$(command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)}"
 BUILD="$FUZZ/.build"
 echo "Building the fuzz targets (release, -sanitize=fuzzer,address)…"
+# SwiftPM keeps the build plan of a path dependency and misses source files added to the root package since the
+# last build; a newer manifest makes it plan again.
+touch "$FUZZ/Package.swift"
 # lld: gold fails on the sanitizer runtime's symbols. Testing is enabled so targets can check internal invariants.
 if ! nice -n 5 "$SWIFT" build -c release --package-path "$FUZZ" --scratch-path "$BUILD" \
         -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld -Xswiftc -enable-testing; then
