@@ -110,10 +110,10 @@ public final class Generation {
     var stepStart = 0.0
     /// Rolling (exponential) mean of accepted tokens per speculative step and of tokens drafted per step.
     var meanAccepted = 0.0, meanDrafted = 0.0, meanRows = 1.0
-    /// Wall time of this request's steps that ran alone (no other request's rows in their forwards): rolling
-    /// means of a speculative step (its drafting, the drafter's commit, the verify forward) and of a plain step,
+    /// Wall time of this request's steps that ran alone (no other request's rows in their forwards): recent
+    /// medians of a speculative step (its drafting, the drafter's commit, the verify forward) and of a plain step,
     /// and how many of each were seen. Auto-off compares them (DESIGN §5).
-    var soloSpeculative = RollingMean(), soloPlain = RollingMean()
+    var soloSpeculative = RecentMedian(), soloPlain = RecentMedian()
     /// `stats.draftSeconds` when the current step's drafting began (the previous step's commit counts to it).
     private var draftMark = 0.0
     /// Whether a forward of the current step carried other requests' rows.
@@ -354,10 +354,12 @@ public final class Generation {
             // else the draft time it really spent per step with the calibrated verify cost; else the calibrated
             // model alone.
             let cost = settings.costModel
-            let plainStep = soloPlain.count >= 2 ? soloPlain.mean : (cost.clock?.seconds ?? cost.decodeSeconds)
+            let plainStep = soloPlain.count >= 2 ? soloPlain.median : (cost.clock?.seconds ?? cost.decodeSeconds)
             let speedup: Double
             if plainStep > 0 && soloSpeculative.count >= min(4, settings.warmupSteps) {
-                speedup = (1 + meanAccepted) * plainStep / soloSpeculative.mean
+                // Tokens per step over the request so far, not the recent trend: drafts often start badly (a
+                // prompt's first lines) and improve, and switching off is for good.
+                speedup = (1 + Double(stats.accepted) / Double(stats.steps)) * plainStep / soloSpeculative.median
             } else {
                 let draftCost = cost.decodeSeconds > 0
                     ? stats.draftSeconds / Double(stats.steps) / cost.decodeSeconds

@@ -116,6 +116,14 @@ final class AdaptiveSpeculationTests: XCTestCase {
         XCTAssertLessThan(seconds, g.decodeSeconds, "one step's time, not the whole request's")
     }
 
+    func testOneSlowStepDoesNotMoveTheClock() throws {
+        let clock = DecodeStepClock()
+        for seconds in [1e-3, 1.1e-3, 0.9e-3, 1e-3, 50e-3] { clock.record(seconds) }
+        XCTAssertEqual(try XCTUnwrap(clock.seconds), 1e-3, accuracy: 1e-12, "the median of the recent steps")
+        for _ in 0..<20 { clock.record(2e-3) }
+        XCTAssertEqual(try XCTUnwrap(clock.seconds), 2e-3, accuracy: 1e-12, "only the recent steps count")
+    }
+
     func testSpeculativeStepsTimedAloneAreComparedWithTheClocksPlainStep() {
         let expected = plain(maxTokens: 60)
         let good = ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: true)
