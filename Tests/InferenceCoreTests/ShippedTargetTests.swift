@@ -3,26 +3,12 @@ import XCTest
 import TestSupport
 @testable import InferenceCore
 
-/// The shipped target (models/specserve-code) against HF transformers and HF tokenizers: the goldens in
-/// Tests/Fixtures/logits/specserve-code.json, written by tools/fixtures/make_model_goldens.py from the exported
-/// folder (float32, eager attention). Its Medusa heads, MTP module and greedy continuations are checked in
-/// SpeculativeDecodingTests/ShippedModelTests.
+/// The shipped target (models/specserve-code) against HF transformers and HF tokenizers (`ShippedGolden`). Its
+/// Medusa heads, MTP module and greedy continuations are checked in SpeculativeDecodingTests/ShippedModelTests.
 final class ShippedTargetTests: XCTestCase {
-    struct Golden: Decodable {
-        struct Prompt: Decodable {
-            let text: String
-            let token_ids: [Int]
-            let topk_ids: [[Int]]
-            let topk_logits: [[Float]]
-            let last_logits: [Float]?
-            let last_hidden: [Float]?
-        }
-        let prompts: [Prompt]
-    }
-
-    /// Float32 sums in another order: logits of a few units agree to ~1e-4 in practice.
-    static let logitTolerance: Float = 2e-3
-    static let hiddenTolerance: Float = 1e-3
+    typealias Golden = ShippedGolden
+    static let logitTolerance = ShippedGolden.logitTolerance
+    static let hiddenTolerance = ShippedGolden.hiddenTolerance
 
     private func assertTopK(_ logits: [Float], ids: [Int], values: [Float], _ what: String) {
         for problem in topKDisagreements(logits, ids: ids, values: values, tolerance: Self.logitTolerance) {

@@ -10,36 +10,8 @@ import InferenceCore
 /// Goldens: Tests/Fixtures/logits/specserve-code.json, written by tools/fixtures/make_model_goldens.py from HF
 /// transformers (float32, eager attention) and HF tokenizers on the exported folder.
 final class ShippedModelTests: XCTestCase {
-    struct Golden: Decodable {
-        struct Medusa: Decodable {
-            let head: Int
-            let topk_ids: [Int]
-            let topk_logits: [Float]
-        }
-        struct MTP: Decodable {
-            struct Step: Decodable {
-                let position: Int
-                let topk_ids: [Int]
-                let topk_logits: [Float]
-            }
-            let next_tokens: [Int]
-            let step1_topk_ids: [[Int]]
-            let step1_topk_logits: [[Float]]
-            let chain: [Int]
-            let chain_steps: [Step]
-        }
-        struct Prompt: Decodable {
-            let text: String
-            let token_ids: [Int]
-            let greedy: [Int]
-            let medusa: [Medusa]?
-            let mtp: MTP?
-        }
-        let prompts: [Prompt]
-    }
-
-    /// Float32 sums in another order: logits of a few units agree to ~1e-4 in practice.
-    static let logitTolerance: Float = 2e-3
+    typealias Golden = ShippedGolden
+    static let logitTolerance = ShippedGolden.logitTolerance
 
     static let targetDirectory = Fixtures.repositoryRoot.appendingPathComponent("models/specserve-code")
     static let draftDirectory = Fixtures.repositoryRoot.appendingPathComponent("models/specserve-code-draft")
