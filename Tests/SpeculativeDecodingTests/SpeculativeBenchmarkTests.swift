@@ -1,4 +1,5 @@
 import XCTest
+import InferenceCore
 @testable import SpeculativeDecoding
 
 /// The race's speedup pairs each round of a method with `none`'s round from the same minutes.
@@ -15,4 +16,27 @@ final class SpeculativeBenchmarkTests: XCTestCase {
     func testOneRoundIsItsOwnRatio() {
         XCTAssertEqual(SpeculativeBenchmark.pairedSpeedup([300], over: [150]), 2)
     }
+
+    /// `none`'s plain steps keep the drafters' decode-step clock current (auto-off's reference in the race).
+    func testNoneFeedsTheDraftersDecodeStepClock() {
+        let target = ToyModels.model(seed: 1)
+        let prompt = (0..<12).map { ($0 * 17 + 4) % 96 }
+        let plain = Generation(target: target, prompt: prompt, maxTokens: 24)
+        plain.run()
+        let clock = DecodeStepClock()
+        // A drafter that is always wrong speculates in every step but the last: one plain step of its own.
+        let wrong = SpeculativeBenchmark.Contender(name: "wrong", cost: CostModel(draftPerToken: 0, verify: [], clock: clock)) {
+            AdaptiveSpeculationTests.ScriptedDrafter(continuation: Array(plain.generated), promptCount: prompt.count, right: false)
+        }
+        var options = BenchmarkOptions()
+        options.maxTokens = 24
+        options.repeats = 1
+        options.numDraft = 1
+        options.adaptive = false
+        options.autoDisable = false
+        let report = SpeculativeBenchmark(target: target, stopTokens: [], drafters: [wrong]).run(prompts: [prompt], options: options)
+        XCTAssertEqual(report.methods.map(\.method), ["none", "wrong"])
+        XCTAssertNotNil(clock.seconds, "none's 23 plain steps reached the clock")
+    }
 }
+
