@@ -4,17 +4,22 @@ import InferenceCore
 // A small draft model with the target's tokenizer proposes a chain: it catches up on the committed tokens it
 // has not seen (the pending token at least) in one forward, then drafts token by token until `limit` tokens or
 // until its top probability falls below `pMin`. Greedy requests take its argmax; sampled requests draw from its
-// full distribution q, which rejection sampling needs. Its KV cache rolls back to the accepted prefix.
+// full distribution q, which rejection sampling needs. Its KV cache rolls back to the accepted prefix. With a
+// `vocabulary` subset it scores only those tokens (its own forward then skips the full lm_head).
 
 public final class DraftModelDrafter: SteppedDrafter {
     public let method = SpeculativeMethod.draft
     public let model: LlamaModel
     public let pMin: Float
+    /// The draft model's lm_head cut to the most frequent tokens; nil scores the whole vocabulary.
+    public let vocabulary: VocabularySubset?
     private var cache: KVCache?
 
-    public init(model: LlamaModel, pMin: Float = 0) {
+    public init(model: LlamaModel, pMin: Float = 0, vocabulary: VocabularySubset? = nil) {
+        precondition(vocabulary.map { $0.vocabSize == model.config.vocabSize } ?? true, "the subset is of another vocabulary")
         self.model = model
         self.pMin = pMin
+        self.vocabulary = vocabulary
     }
 
     public func start(tokens: [Int], hidden: Tensor) {
@@ -44,7 +49,7 @@ public final class DraftModelDrafter: SteppedDrafter {
         guard room > 0 else { return }
         // Catch up: every committed token the draft has not seen, the pending one included.
         rows = (cache.count..<tokens.count).map {
-            Row(token: tokens[$0], position: $0, cache: cache, wantsLogits: $0 == tokens.count - 1)
+            Row(token: tokens[$0], position: $0, cache: cache, wantsLogits: vocabulary == nil && $0 == tokens.count - 1)
         }
     }
 
@@ -53,7 +58,8 @@ public final class DraftModelDrafter: SteppedDrafter {
     public func takeProposalOutput(_ output: ForwardOutput, offset: Int, sampling: SamplingParameters, rng: inout SeededGenerator) {
         guard let cache, !rows.isEmpty else { return }
         cache.append(rows.count)
-        let logits = output.logits(row: offset + rows.count - 1)
+        let last = offset + rows.count - 1
+        let logits = vocabulary?.logits(hidden: output.hidden.row(last)) ?? output.logits(row: last)
         rows = []
         let token: Int
         var q: [Float]? = nil
@@ -68,7 +74,7 @@ public final class DraftModelDrafter: SteppedDrafter {
         }
         tree.add(token: token, parent: tree.count - 1, distribution: q)
         // The last drafted token is never fed back: the target verifies it.
-        if tree.count < room { rows = [Row(token: token, position: cache.count, cache: cache)] }
+        if tree.count < room { rows = [Row(token: token, position: cache.count, cache: cache, wantsLogits: vocabulary == nil)] }
     }
 
     public func finishProposal() -> DraftTree {

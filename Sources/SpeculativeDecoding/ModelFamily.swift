@@ -45,9 +45,16 @@ public final class ModelFamily {
     public let targetDirectory: URL
     /// Measured Medusa accuracies by head and rank, when the model folder carries them.
     public let medusaAccuracy: [[Double]]?
+    /// Occurrences of each token id in the training corpus (`token_frequency.json` beside the target), when the
+    /// folder carries them: they rank tokens for drafting with a vocabulary subset.
+    public let tokenCounts: [Int]?
+    /// The draft model's and the MTP module's output layers cut to the most frequent tokens (nil: whole vocabulary).
+    public private(set) var draftVocabulary: VocabularySubset?
+    public private(set) var mtpVocabulary: VocabularySubset?
 
     public init(target: LlamaModel, tokenizer: BPETokenizer, stopTokens: Set<Int>, draft: LlamaModel? = nil,
-                medusa: MedusaHeads? = nil, mtp: MTPModule? = nil, targetDirectory: URL, medusaAccuracy: [[Double]]? = nil) {
+                medusa: MedusaHeads? = nil, mtp: MTPModule? = nil, targetDirectory: URL, medusaAccuracy: [[Double]]? = nil,
+                tokenCounts: [Int]? = nil) {
         self.target = target
         self.tokenizer = tokenizer
         self.stopTokens = stopTokens
@@ -56,6 +63,7 @@ public final class ModelFamily {
         self.mtp = mtp
         self.targetDirectory = targetDirectory
         self.medusaAccuracy = medusaAccuracy
+        self.tokenCounts = tokenCounts
     }
 
     /// Loads the target folder and whatever drafters it and `draftDirectory` provide.
@@ -83,8 +91,56 @@ public final class ModelFamily {
             accuracy = try medusaAccuracy(in: directory.appendingPathComponent("config.json"))
         }
         let mtp = target.config.numNextnPredictLayers > 0 ? try MTPModule.load(target: target, directory: directory) : nil
+        let counts = try tokenCounts(in: directory.appendingPathComponent(tokenFrequencyFile), vocabSize: target.config.vocabSize)
         return ModelFamily(target: target, tokenizer: tokenizer, stopTokens: stops, draft: draft, medusa: medusa, mtp: mtp,
-                           targetDirectory: directory, medusaAccuracy: accuracy)
+                           targetDirectory: directory, medusaAccuracy: accuracy, tokenCounts: counts)
+    }
+
+    /// The token counts file beside the target (written by tools/train/token_frequency.py).
+    public static let tokenFrequencyFile = "token_frequency.json"
+
+    /// `counts` of the token counts file: one non-negative count per token id; nil when there is no such file.
+    static func tokenCounts(in file: URL, vocabSize: Int) throws -> [Int]? {
+        guard FileManager.default.fileExists(atPath: file.path) else { return nil }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any] else {
+            throw SpeculativeSetupError("\(file.path): not a JSON object")
+        }
+        guard let list = object["counts"] as? [Any] else {
+            throw SpeculativeSetupError("\(file.path): key 'counts': missing or not a list")
+        }
+        let counts = list.compactMap { ($0 as? NSNumber).flatMap { Int(exactly: $0.doubleValue) } }
+        guard counts.count == list.count, counts.allSatisfy({ $0 >= 0 }) else {
+            throw SpeculativeSetupError("\(file.path): key 'counts': expected non-negative integers")
+        }
+        guard counts.count == vocabSize else {
+            throw SpeculativeSetupError("\(file.path): key 'counts': \(counts.count) counts for a vocabulary of \(vocabSize)")
+        }
+        return counts
+    }
+
+    /// The `n` most frequent token ids of the training corpus, most frequent first (ties: lower id first).
+    public func mostFrequentTokens(_ n: Int) throws -> [Int] {
+        guard let tokenCounts else {
+            throw SpeculativeSetupError("a draft vocabulary subset needs \(targetDirectory.path)/\(ModelFamily.tokenFrequencyFile) (token counts of the training corpus)")
+        }
+        guard (1...tokenCounts.count).contains(n) else {
+            throw SpeculativeSetupError("a draft vocabulary of \(n) tokens: the vocabulary has \(tokenCounts.count)")
+        }
+        return Array(tokenCounts.indices.sorted { tokenCounts[$0] != tokenCounts[$1] ? tokenCounts[$0] > tokenCounts[$1] : $0 < $1 }.prefix(n))
+    }
+
+    /// `method` (draft or mtp) drafts from only the `n` most frequent tokens; nil or the whole vocabulary's size
+    /// scores every token. Set at load, before requests run.
+    public func useVocabularySubset(_ n: Int?, for method: SpeculativeMethod) throws {
+        let lmHead: Tensor?
+        switch method {
+        case .draft: lmHead = draft?.lmHead
+        case .mtp: lmHead = mtp == nil ? nil : target.lmHead
+        case .none, .ngram, .medusa: throw SpeculativeSetupError("method '\(method.rawValue)' does not draft through an lm_head of its own")
+        }
+        var subset: VocabularySubset?
+        if let n, let lmHead, n != lmHead.rows { subset = VocabularySubset(lmHead: lmHead, ids: try mostFrequentTokens(n), pool: target.pool) }
+        if method == .draft { draftVocabulary = subset } else { mtpVocabulary = subset }
     }
 
     /// The optional `medusa_topk_accuracy` key: one list of probabilities in [0, 1] per head.
@@ -146,10 +202,10 @@ public final class ModelFamily {
         case .ngram: return NGramDrafter(minN: ngram.min, maxN: ngram.max)
         case .draft:
             guard let draft else { throw SpeculativeSetupError("method 'draft' needs a draft model; none is configured") }
-            return DraftModelDrafter(model: draft, pMin: pMin)
+            return DraftModelDrafter(model: draft, pMin: pMin, vocabulary: draftVocabulary)
         case .mtp:
             guard let mtp else { throw SpeculativeSetupError("method 'mtp' needs num_nextn_predict_layers ≥ 1 in \(targetDirectory.path)/config.json") }
-            return MTPDrafter(module: mtp)
+            return MTPDrafter(module: mtp, vocabulary: mtpVocabulary)
         case .medusa:
             guard let medusa else { throw SpeculativeSetupError("method 'medusa' needs medusa_lm_head.safetensors beside \(targetDirectory.path)") }
             let tree = try medusaTree ?? self.medusaTree(medusaOptions, cost: .free)

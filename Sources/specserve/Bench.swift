@@ -12,6 +12,7 @@ struct Bench: ParsableCommand {
     var model: String
     @Option(name: .customLong("draft-model"), help: "Draft model folder (enables the draft method).")
     var draftModel: String?
+    @OptionGroup var vocabulary: DraftVocabularyOptions
     @Option(help: "Comma-separated methods (default: every method the models support).")
     var methods: String?
     @Option(help: "Prompt set (JSON with a prompts array of {name, text}).")
@@ -40,7 +41,7 @@ struct Bench: ParsableCommand {
     var json: String?
 
     func run() throws {
-        let family = try loadFamily(model, draft: draftModel, threads: threads)
+        let family = try loadFamily(model, draft: draftModel, threads: threads, vocabulary: vocabulary)
         let texts = try loadPrompts(prompts, kind: kind)
         let tokenized = texts.map { family.tokenizer.encode($0) }
         let wanted = try methods.map { list in

@@ -31,6 +31,7 @@ struct Generate: ParsableCommand {
     var numDraft = 5
     @Option(name: .customLong("draft-model"), help: "Draft model folder (for --speculative draft).")
     var draftModel: String?
+    @OptionGroup var vocabulary: DraftVocabularyOptions
 
     func validate() throws {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
@@ -41,7 +42,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let family = try loadFamily(model, draft: draftModel, threads: threads)
+        let family = try loadFamily(model, draft: draftModel, threads: threads, vocabulary: vocabulary)
         let tokens = family.tokenizer.encode(prompt)
         guard !tokens.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         guard tokens.count < family.target.config.maxPositionEmbeddings else {
@@ -77,7 +78,7 @@ struct Generate: ParsableCommand {
 extension SpeculativeMethod: ExpressibleByArgument {}
 
 /// Loads a model folder and its drafters, turning load errors into one line that names the file and the key.
-func loadFamily(_ path: String, draft: String?, threads: Int?) throws -> ModelFamily {
+func loadFamily(_ path: String, draft: String?, threads: Int?, vocabulary: DraftVocabularyOptions = .init()) throws -> ModelFamily {
     let directory = URL(fileURLWithPath: path)
     guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
         throw CLIError("\(path): no config.json here — is this a model folder? (see models/ and tools/train/README.md)")
@@ -86,6 +87,8 @@ func loadFamily(_ path: String, draft: String?, threads: Int?) throws -> ModelFa
     let start = monotonicSeconds()
     do {
         let family = try ModelFamily.load(target: directory, draft: draft.map { URL(fileURLWithPath: $0) }, pool: pool)
+        try family.useVocabularySubset(vocabulary.draftVocabulary, for: .draft)
+        try family.useVocabularySubset(vocabulary.mtpVocabulary, for: .mtp)
         printError(String(format: "loaded %@: %.1fM parameters, %.1f MB of weights streamed per token, methods %@, %.2f s, %d kernel threads",
                           path, Double(family.target.weightBytes) / 4e6, Double(family.target.weightBytes) / 1e6,
                           family.methods.map(\.rawValue).joined(separator: "/"), monotonicSeconds() - start, pool.threadCount))
@@ -97,4 +100,12 @@ func loadFamily(_ path: String, draft: String?, threads: Int?) throws -> ModelFa
     } catch let error as SpeculativeSetupError {
         throw CLIError(error.description)
     }
+}
+
+/// Drafting with the most frequent tokens only (frequency-ranked drafting; needs token_frequency.json in the folder).
+struct DraftVocabularyOptions: ParsableArguments {
+    @Option(name: .customLong("draft-vocabulary"), help: "The draft model scores only this many most frequent tokens (default: all).")
+    var draftVocabulary: Int?
+    @Option(name: .customLong("mtp-vocabulary"), help: "The MTP module scores only this many most frequent tokens (default: all).")
+    var mtpVocabulary: Int?
 }

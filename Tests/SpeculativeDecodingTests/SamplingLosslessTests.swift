@@ -89,10 +89,13 @@ final class SamplingLosslessTests: XCTestCase {
         return (second, third)
     }
 
-    func testSpeculativeSamplingWithADraftModelMatchesPlainSamplingOnTheSecondAndThirdToken() {
+    /// Speculative sampling with a draft model (optionally scoring only `subset`) against the exact marginals of
+    /// plain sampling, over many seeds.
+    private func assertDraftSamplingMatchesPlainSampling(subset: [Int]? = nil, file: StaticString = #filePath, line: UInt = #line) {
         let vocab = 8
         let target = ToyModels.model(seed: 5, vocab: vocab, hidden: 16, layers: 1, scale: 3)
         let draft = ToyModels.model(seed: 6, vocab: vocab, hidden: 16, layers: 1, scale: 3)
+        let vocabulary = subset.map { VocabularySubset(lmHead: draft.lmHead, ids: $0) }
         let prompt = [1, 2, 3]
         let sampling = SamplingParameters(temperature: 1)
         let (second, third) = exactMarginals(target, prompt: prompt, sampling: sampling)
@@ -102,7 +105,8 @@ final class SamplingLosslessTests: XCTestCase {
             var s = sampling
             s.seed = UInt64(seed)
             let g = Generation(target: target, prompt: prompt, maxTokens: 3, sampling: s,
-                               drafter: DraftModelDrafter(model: draft), settings: SpeculationSettings(numDraft: 2, autoDisable: false))
+                               drafter: DraftModelDrafter(model: draft, vocabulary: vocabulary),
+                               settings: SpeculationSettings(numDraft: 2, autoDisable: false))
             g.run()
             let out = Array(g.generated)
             c2[out[1]] += 1
@@ -110,12 +114,26 @@ final class SamplingLosslessTests: XCTestCase {
             drafted += g.stats.drafted
             accepted += g.stats.accepted
         }
-        XCTAssertGreaterThan(accepted, 0, "the test needs some accepted drafts to mean anything")
-        XCTAssertLessThan(accepted, drafted, "and some rejections")
+        XCTAssertGreaterThan(accepted, 0, "the test needs some accepted drafts to mean anything", file: file, line: line)
+        XCTAssertLessThan(accepted, drafted, "and some rejections", file: file, line: line)
         let (s2, df2) = chiSquare(c2, second)
         let (s3, df3) = chiSquare(c3, third)
-        XCTAssertLessThan(s2, critical(df2), "second token counts \(c2) vs \(second)")
-        XCTAssertLessThan(s3, critical(df3), "third token counts \(c3) vs \(third)")
+        XCTAssertLessThan(s2, critical(df2), "second token counts \(c2) vs \(second)", file: file, line: line)
+        XCTAssertLessThan(s3, critical(df3), "third token counts \(c3) vs \(third)", file: file, line: line)
+        if let subset {
+            // Tokens outside the subset are never drafted, yet the target still produces them (from the residual).
+            let outside = Set(0..<vocab).subtracting(subset)
+            XCTAssertGreaterThan(outside.reduce(0) { $0 + c2[$1] }, 0, "outside tokens still appear", file: file, line: line)
+        }
+    }
+
+    func testSpeculativeSamplingWithADraftModelMatchesPlainSamplingOnTheSecondAndThirdToken() {
+        assertDraftSamplingMatchesPlainSampling()
+    }
+
+    /// A draft scoring only some tokens has q = 0 outside them: rejection sampling still gives the target's law.
+    func testSamplingWithADraftVocabularySubsetStillMatchesPlainSampling() {
+        assertDraftSamplingMatchesPlainSampling(subset: [0, 2, 3, 5])
     }
 
     func testASeedMakesSpeculativeSamplingReproducible() {

@@ -120,6 +120,9 @@ final class ShippedModelTests: XCTestCase {
             .appendingPathComponent("config/bench_prompts.json"))).prompts
         let chosen = [try XCTUnwrap(prompts.first { $0.kind == "completion" }), try XCTUnwrap(prompts.first { $0.kind == "edit" })]
         var accepted = [String: Int]()
+        let frequent = try family.mostFrequentTokens(2048)
+        let draftSubset = VocabularySubset(lmHead: family.draft!.lmHead, ids: frequent)
+        let mtpSubset = VocabularySubset(lmHead: family.target.lmHead, ids: frequent)
         for prompt in chosen {
             let ids = family.tokenizer.encode(prompt.text)
             func run(_ drafter: Drafter?, k: Int) -> ([Int], SpeculationStats) {
@@ -135,6 +138,9 @@ final class ShippedModelTests: XCTestCase {
                     ("draft", try XCTUnwrap(family.makeDrafter(.draft))),
                     ("mtp", try XCTUnwrap(family.makeDrafter(.mtp))),
                     ("ngram", try XCTUnwrap(family.makeDrafter(.ngram))),
+                    // Drafting from the 2,048 most frequent tokens (the shipped config's choice).
+                    ("draft@2048", DraftModelDrafter(model: family.draft!, vocabulary: draftSubset)),
+                    ("mtp@2048", MTPDrafter(module: family.mtp!, vocabulary: mtpSubset)),
                 ]
                 // Medusa's tree replaces the draft length: a chain of min(k, 4) top-1 tokens, then sparse trees.
                 let choices = (1...min(k, 4)).map { Array(repeating: 0, count: $0) }
@@ -150,7 +156,7 @@ final class ShippedModelTests: XCTestCase {
             }
         }
         // The trained drafters do get tokens accepted on code (otherwise the test proves little).
-        for name in ["draft", "mtp", "medusa"] { XCTAssertGreaterThan(accepted[name, default: 0], 0, name) }
+        for name in ["draft", "mtp", "medusa", "draft@2048", "mtp@2048"] { XCTAssertGreaterThan(accepted[name, default: 0], 0, name) }
     }
 
     /// The bar for the first impression: a greedy completion of a function header (the bench's

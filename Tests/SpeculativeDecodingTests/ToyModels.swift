@@ -26,4 +26,19 @@ enum ToyModels {
         }
         return LlamaModel(weights: weights)
     }
+
+    /// A randomly initialised MTP module for `target` (a block of the target's shape, near-one norms).
+    static func mtpModule(target: LlamaModel, seed: UInt64 = 9) -> MTPModule {
+        let config = target.config
+        let block = LlamaWeights.random(config: config, seed: seed, scale: 2).layers[0]
+        let h = config.hiddenSize
+        func vector(_ n: Int, _ seed: UInt64) -> Tensor {
+            var rng = SeededGenerator(seed: seed)
+            return Tensor(shape: [n], values: (0..<n).map { _ in 1 + Float(rng.nextUniform() - 0.5) * 0.2 })
+        }
+        let proj = LlamaWeights.random(config: LlamaConfig(hiddenSize: 2 * h, intermediateSize: 8, numHiddenLayers: 1,
+                                                         numAttentionHeads: 2, vocabSize: h), seed: seed &+ 1).embedTokens
+        return MTPModule(target: target, index: 0, enorm: vector(h, seed &+ 2), hnorm: vector(h, seed &+ 3), ehProj: proj,
+                         block: block, sharedNorm: vector(h, seed &+ 4))
+    }
 }

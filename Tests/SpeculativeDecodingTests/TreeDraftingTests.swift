@@ -64,18 +64,8 @@ final class TreeDraftingTests: XCTestCase {
 
 final class MTPDrafterTests: XCTestCase {
     func testMTPGreedyIsIdenticalToPlainDecodingForEveryDraftLength() {
-        let config = ToyModels.config()
-        let target = LlamaModel(weights: .random(config: config, seed: 4, scale: 2))
-        let block = LlamaWeights.random(config: config, seed: 9, scale: 2).layers[0]
-        let h = config.hiddenSize
-        func vector(_ n: Int, _ seed: UInt64) -> Tensor {
-            var rng = SeededGenerator(seed: seed)
-            return Tensor(shape: [n], values: (0..<n).map { _ in 1 + Float(rng.nextUniform() - 0.5) * 0.2 })
-        }
-        let proj = LlamaWeights.random(config: LlamaConfig(hiddenSize: 2 * h, intermediateSize: 8, numHiddenLayers: 1,
-                                                         numAttentionHeads: 2, vocabSize: h), seed: 10).embedTokens
-        let module = MTPModule(target: target, index: 0, enorm: vector(h, 1), hnorm: vector(h, 2), ehProj: proj,
-                               block: block, sharedNorm: vector(h, 3))
+        let target = ToyModels.model(seed: 4)
+        let module = ToyModels.mtpModule(target: target)
         for prompt in [[1, 2, 3], (0..<33).map { ($0 * 5) % 96 }] {
             let plain = Generation(target: target, prompt: prompt, maxTokens: 30)
             plain.run()

@@ -67,3 +67,4 @@ fi
 python3 tools/train/acceptance_report.py "${common[@]}"
 python3 tools/train/export_family.py --state-dir "$STATE_DIR" --out-dir "$MODELS_DIR" --require-all
 python3 tools/fixtures/make_model_goldens.py "$MODELS_DIR/specserve-code" --out "$GOLDEN"
+python3 tools/train/token_frequency.py --out "$MODELS_DIR/specserve-code/token_frequency.json"

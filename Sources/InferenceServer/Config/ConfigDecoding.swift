@@ -143,7 +143,7 @@ extension ServerConfig {
             s.autoDisable.warmupSteps = try a.int("warmup_steps", default: s.autoDisable.warmupSteps, in: 1...100_000)
         }
         if let v = r.value("draft") {
-            let d = try JSONObjectReader(v, at: r.path("draft"), keys: ["path", "num_tokens", "p_min"], nullIsAbsent: false)
+            let d = try JSONObjectReader(v, at: r.path("draft"), keys: ["path", "num_tokens", "p_min", "vocabulary"], nullIsAbsent: false)
             s.draft.path = try d.nullable("path") { (v, p) throws(JSONFieldError) in
                 let folder = try v.string(at: p)
                 guard !folder.isEmpty else { throw JSONFieldError(path: p, message: "is empty (use null for no draft model)") }
@@ -151,13 +151,15 @@ extension ServerConfig {
             }
             s.draft.numTokens = try d.int("num_tokens", default: s.draft.numTokens, in: draftLength)
             s.draft.pMin = try d.double("p_min", default: s.draft.pMin, in: 0...1)
+            s.draft.vocabulary = try draftVocabulary(d)
         }
         if let v = r.value("medusa") {
             s.medusa = try decodeMedusa(v, at: r.path("medusa"))
         }
         if let v = r.value("mtp") {
-            let m = try JSONObjectReader(v, at: r.path("mtp"), keys: ["num_tokens"], nullIsAbsent: false)
+            let m = try JSONObjectReader(v, at: r.path("mtp"), keys: ["num_tokens", "vocabulary"], nullIsAbsent: false)
             s.mtp.numTokens = try m.int("num_tokens", default: s.mtp.numTokens, in: draftLength)
+            s.mtp.vocabulary = try draftVocabulary(m)
         }
         if let v = r.value("ngram") {
             let n = try JSONObjectReader(v, at: r.path("ngram"), keys: ["min_n", "max_n"], nullIsAbsent: false)
@@ -168,6 +170,12 @@ extension ServerConfig {
             }
         }
         return s
+    }
+
+    /// `vocabulary`: how many of the most frequent tokens a drafter scores; null or absent: every token. (Checked
+    /// against the model's vocabulary when it loads.)
+    static func draftVocabulary(_ r: JSONObjectReader) throws(JSONFieldError) -> Int? {
+        try r.nullable("vocabulary") { (v, p) throws(JSONFieldError) in try positive(v, p, max: 1 << 24) }
     }
 
     static func decodeMedusa(_ v: JSONValue, at path: String) throws(JSONFieldError) -> SpeculationConfig.Medusa {

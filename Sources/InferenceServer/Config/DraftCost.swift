@@ -25,7 +25,11 @@ public enum DraftCost {
             return medianStep {
                 let cache = draft.makeCache(capacity: draftContext + 2)
                 prefill(draft, cache, draftContext)
-                return { _ = draft.forward([Row(token: 1, position: draftContext, cache: cache)]) }
+                let vocabulary = family.draftVocabulary
+                return {
+                    let out = draft.forward([Row(token: 1, position: draftContext, cache: cache, wantsLogits: vocabulary == nil)])
+                    if let vocabulary { _ = vocabulary.logits(hidden: out.hidden.row(0)) }
+                }
             } / target
         case .mtp:
             guard let mtp = family.mtp else { return 0 }
@@ -39,7 +43,11 @@ public enum DraftCost {
                                     positions: Array(0..<context), cache: cache, logitsOfLastRow: false)
                     cache.append(context)
                 }
-                return { _ = mtp.forward(hidden: [hidden], tokens: [1], positions: [context], cache: cache, logitsOfLastRow: true) }
+                let vocabulary = family.mtpVocabulary
+                return {
+                    let (h, _) = mtp.forward(hidden: [hidden], tokens: [1], positions: [context], cache: cache, logitsOfLastRow: vocabulary == nil)
+                    if let vocabulary { _ = vocabulary.logits(hidden: h.row(0)) }
+                }
             } / target
         case .medusa:
             guard let heads = family.medusa, let tree = medusaTree else { return 0 }

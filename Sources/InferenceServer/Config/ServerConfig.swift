@@ -132,6 +132,8 @@ public struct SpeculationConfig: Sendable, Equatable {
         public var numTokens = 5
         /// Stop a draft chain early when the draft's top probability falls below this.
         public var pMin = 0.0
+        /// Score only this many most frequent tokens when drafting (token_frequency.json); nil: every token.
+        public var vocabulary: Int?
         public init() {}
     }
 
@@ -167,6 +169,8 @@ public struct SpeculationConfig: Sendable, Equatable {
 
     public struct MTP: Sendable, Equatable {
         public var numTokens = 3
+        /// Score only this many most frequent tokens when drafting (token_frequency.json); nil: every token.
+        public var vocabulary: Int?
         public init() {}
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import XCTest
+import InferenceCore
 import SpeculativeDecoding
 @testable import InferenceServer
 
@@ -72,6 +73,24 @@ final class ServerStartTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("models[0].speculation.default_method: 'medusa' is not available"), "\(error)")
             XCTAssertTrue("\(error)".contains("medusa_lm_head.safetensors"), "\(error)")
         }
+    }
+
+    func testADraftVocabularyNeedsTheTokenCountsFileAndThenDraftsFromTheMostFrequentTokens() throws {
+        let file = try folder(speculation: #"{"draft": {"path": "models/toy", "vocabulary": 50}}"#)
+        let model = URL(fileURLWithPath: file).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("models/toy")
+        XCTAssertThrowsError(try Server(config: try ServerConfig.load(file: file), log: { _ in }).start(calibrate: false)) { error in
+            XCTAssertTrue("\(error)".hasPrefix("\(file): models[0].speculation.draft.vocabulary: "), "\(error)")
+            XCTAssertTrue("\(error)".contains("token_frequency.json"), "\(error)")
+        }
+        let vocab = try BPETokenizer(contentsOf: model.appendingPathComponent("tokenizer.json")).vocabSize
+        let counts = (0..<vocab).map { ($0 * 37) % 101 }
+        try Data(#"{"counts": \#(counts)}"#.utf8).write(to: model.appendingPathComponent("token_frequency.json"))
+        let logs = LogSink()
+        let server = try Server(config: try ServerConfig.load(file: file), log: logs.log)
+        try server.start(calibrate: false)
+        defer { server.shutdown() }
+        XCTAssertTrue(logs.lines.contains { $0.contains("draft drafts from the 50 most frequent tokens") }, "\(logs.lines)")
+        XCTAssertEqual(server.router.models.first?.family.draftVocabulary?.ids.count, 50)
     }
 
     func testSIGTERMDrainsStopsTheEnginesAndReportsStopped() throws {

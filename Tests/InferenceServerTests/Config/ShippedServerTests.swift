@@ -15,6 +15,8 @@ final class ShippedServerTests: XCTestCase {
         defer { server.shutdown() }
         XCTAssertTrue(logs.lines.contains { $0.hasPrefix("ready: serving specserve-code") }, "\(logs.lines)")
         XCTAssertTrue(logs.lines.contains { $0.contains("methods none/ngram/draft/medusa/mtp") }, "\(logs.lines)")
+        XCTAssertTrue(logs.lines.contains { $0.contains("draft drafts from the 2048 most frequent tokens")
+            && $0.contains("mtp drafts from the 2048 most frequent tokens") }, "\(logs.lines)")
 
         func post(_ body: String) throws -> HTTPTestClient.Response {
             let client = try HTTPTestClient(port: server.port)

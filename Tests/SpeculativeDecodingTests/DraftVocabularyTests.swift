@@ -1,0 +1,99 @@
+import Foundation
+import XCTest
+import InferenceCore
+@testable import SpeculativeDecoding
+
+/// Drafting from the most frequent tokens only: still lossless, really restricted, and ranked from the model
+/// folder's token counts (bad files named).
+final class DraftVocabularyTests: XCTestCase {
+    let target = ToyModels.model(seed: 1)
+    let prompt = (0..<20).map { ($0 * 13 + 2) % 96 }
+
+    private func run(_ drafter: Drafter?, k: Int) -> (tokens: [Int], stats: SpeculationStats) {
+        let g = Generation(target: target, prompt: prompt, maxTokens: 40, drafter: drafter,
+                           settings: SpeculationSettings(numDraft: k, adaptive: false, autoDisable: false))
+        g.run()
+        return (Array(g.generated), g.stats)
+    }
+
+    func testGreedyDraftingFromASubsetIsIdenticalToPlainDecodingAndDraftsOnlyKeptTokens() {
+        let plain = run(nil, k: 0).tokens
+        let used = Set(plain)
+        let module = ToyModels.mtpModule(target: target)
+        // Half the vocabulary (some of the tokens plain decoding emits, some not), and a subset holding none of them.
+        let half = Array(stride(from: 0, to: 96, by: 2))
+        let none = (0..<96).filter { !used.contains($0) }
+        for k in [1, 3, 6] {
+            for ids in [half, none] {
+                let subset = VocabularySubset(lmHead: target.lmHead, ids: ids)
+                let draft = run(DraftModelDrafter(model: target, vocabulary: subset), k: k)
+                XCTAssertEqual(draft.tokens, plain, "draft k=\(k)")
+                let mtp = run(MTPDrafter(module: module, vocabulary: subset), k: k)
+                XCTAssertEqual(mtp.tokens, plain, "mtp k=\(k)")
+                if ids == none {
+                    // The target drafting for itself is always right, except that it may not name a used token.
+                    XCTAssertEqual(draft.stats.accepted, 0, "no emitted token can be drafted, k=\(k)")
+                    XCTAssertEqual(mtp.stats.accepted, 0, "no emitted token can be drafted, k=\(k)")
+                    XCTAssertGreaterThan(draft.stats.drafted, 0)
+                }
+            }
+        }
+        // With every token kept the self-draft accepts everything again.
+        let all = run(DraftModelDrafter(model: target, vocabulary: VocabularySubset(lmHead: target.lmHead, ids: Array(0..<96).reversed())), k: 4)
+        XCTAssertEqual(all.stats.accepted, all.stats.drafted)
+    }
+
+    private func family(counts json: String?) throws -> ModelFamily {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vocab-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent(ModelFamily.tokenFrequencyFile)
+        if let json { try Data(json.utf8).write(to: file) }
+        let counts = try ModelFamily.tokenCounts(in: file, vocabSize: target.config.vocabSize)
+        return ModelFamily(target: target, tokenizer: try BPETokenizer(contentsOf: Fixtures.url("tokenizer/fixture-tokenizer.json")),
+                           stopTokens: [], draft: target, mtp: ToyModels.mtpModule(target: target), targetDirectory: dir,
+                           tokenCounts: counts)
+    }
+
+    func testTokensAreRankedByTheirCountsWithTiesByIdAndBothDraftersUseTheSubset() throws {
+        var counts = [Int](repeating: 1, count: 96)
+        counts[40] = 50; counts[7] = 9; counts[90] = 9; counts[3] = 0
+        let f = try family(counts: #"{"counts": \#(counts)}"#)
+        XCTAssertEqual(try f.mostFrequentTokens(4), [40, 7, 90, 0])
+        XCTAssertEqual(try f.mostFrequentTokens(96).last, 3)
+        try f.useVocabularySubset(10, for: .draft)
+        try f.useVocabularySubset(20, for: .mtp)
+        XCTAssertEqual(f.draftVocabulary?.ids, try f.mostFrequentTokens(10))
+        XCTAssertEqual(f.mtpVocabulary?.ids.count, 20)
+        XCTAssertEqual((try f.makeDrafter(.draft) as? DraftModelDrafter)?.vocabulary?.ids.count, 10)
+        XCTAssertEqual((try f.makeDrafter(.mtp) as? MTPDrafter)?.vocabulary?.ids.count, 20)
+        // The whole vocabulary, or nothing set, scores every token.
+        try f.useVocabularySubset(96, for: .draft)
+        try f.useVocabularySubset(nil, for: .mtp)
+        XCTAssertNil(f.draftVocabulary)
+        XCTAssertNil(f.mtpVocabulary)
+        XCTAssertThrowsError(try f.useVocabularySubset(97, for: .draft)) { XCTAssertTrue("\($0)".contains("the vocabulary has 96"), "\($0)") }
+        XCTAssertThrowsError(try f.useVocabularySubset(0, for: .draft))
+        XCTAssertThrowsError(try f.useVocabularySubset(8, for: .medusa))
+    }
+
+    func testAMissingOrBrokenCountsFileIsNamedWithItsKey() throws {
+        let missing = try family(counts: nil)
+        XCTAssertNil(missing.tokenCounts)
+        XCTAssertThrowsError(try missing.useVocabularySubset(8, for: .mtp)) {
+            XCTAssertTrue("\($0)".contains(ModelFamily.tokenFrequencyFile), "\($0)")
+        }
+        let bad: [(String, String)] = [
+            (#"[1, 2]"#, "not a JSON object"),
+            (#"{"counts": 5}"#, "key 'counts'"),
+            (#"{"counts": [1, -2]}"#, "non-negative integers"),
+            (#"{"counts": [1, 2.5]}"#, "non-negative integers"),
+            (#"{"counts": [1, 2, 3]}"#, "3 counts for a vocabulary of 96"),
+        ]
+        for (json, message) in bad {
+            XCTAssertThrowsError(try family(counts: json), json) {
+                XCTAssertTrue("\($0)".contains(message) && "\($0)".contains(ModelFamily.tokenFrequencyFile), "\(json): \($0)")
+            }
+        }
+    }
+}
