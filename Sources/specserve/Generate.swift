@@ -87,8 +87,11 @@ func loadFamily(_ path: String, draft: String?, threads: Int?, vocabulary: Draft
     let start = monotonicSeconds()
     do {
         let family = try ModelFamily.load(target: directory, draft: draft.map { URL(fileURLWithPath: $0) }, pool: pool)
-        try family.useVocabularySubset(vocabulary.draftVocabulary, for: .draft)
-        try family.useVocabularySubset(vocabulary.mtpVocabulary, for: .mtp)
+        for (method, option) in [(SpeculativeMethod.draft, vocabulary.draftVocabulary), (.mtp, vocabulary.mtpVocabulary)] {
+            do { try family.useVocabularySubset(vocabulary.size(option, family), for: method) } catch {
+                throw CLIError("--\(method.rawValue)-vocabulary: \(error)")
+            }
+        }
         printError(String(format: "loaded %@: %.1fM parameters, %.1f MB of weights streamed per token, methods %@, %.2f s, %d kernel threads",
                           path, Double(family.target.weightBytes) / 4e6, Double(family.target.weightBytes) / 1e6,
                           family.methods.map(\.rawValue).joined(separator: "/"), monotonicSeconds() - start, pool.threadCount))
@@ -103,9 +106,16 @@ func loadFamily(_ path: String, draft: String?, threads: Int?, vocabulary: Draft
 }
 
 /// Drafting with the most frequent tokens only (frequency-ranked drafting; needs token_frequency.json in the folder).
+/// The default is the shipped config's: 2,048 tokens when the folder ranks them, else every token.
 struct DraftVocabularyOptions: ParsableArguments {
-    @Option(name: .customLong("draft-vocabulary"), help: "The draft model scores only this many most frequent tokens (default: all).")
+    static let defaultSize = 2048
+    @Option(name: .customLong("draft-vocabulary"), help: "The draft model scores only this many most frequent tokens (0: all; default 2048 when the model folder has token_frequency.json).")
     var draftVocabulary: Int?
-    @Option(name: .customLong("mtp-vocabulary"), help: "The MTP module scores only this many most frequent tokens (default: all).")
+    @Option(name: .customLong("mtp-vocabulary"), help: "The MTP module scores only this many most frequent tokens (0: all; default as --draft-vocabulary).")
     var mtpVocabulary: Int?
+
+    func size(_ option: Int?, _ family: ModelFamily) -> Int? {
+        guard let option else { return family.tokenCounts == nil ? nil : min(Self.defaultSize, family.target.config.vocabSize) }
+        return option == 0 ? nil : option
+    }
 }
