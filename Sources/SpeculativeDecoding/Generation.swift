@@ -60,20 +60,24 @@ public struct SpeculationSettings: Sendable, Equatable {
     public var numDraft: Int
     /// Let the draft length follow recent acceptance (grow after full acceptance, shrink after none).
     public var adaptive: Bool
-    /// Switch speculation off for a request whose expected speedup (from its rolling acceptance and the cost
-    /// model) stays below `breakEven` after `warmupSteps` speculative steps.
+    /// Switch speculation off for a request whose expected speedup (from its acceptance and the cost model)
+    /// falls below `breakEven` after `warmupSteps` speculative steps.
     public var autoDisable: Bool
     public var breakEven: Double
     public var warmupSteps: Int
+    /// Plain steps after which a request whose speculation was switched off tries again (judged after
+    /// `warmupSteps / 2` speculative steps); the pause doubles after every failed try, up to 8×. 0: off for good.
+    public var retryAfter: Int
     public var costModel: CostModel
 
     public init(numDraft: Int = 5, adaptive: Bool = true, autoDisable: Bool = true, breakEven: Double = 1.0,
-                warmupSteps: Int = 8, costModel: CostModel = .free) {
+                warmupSteps: Int = 8, retryAfter: Int = 16, costModel: CostModel = .free) {
         self.numDraft = numDraft
         self.adaptive = adaptive
         self.autoDisable = autoDisable
         self.breakEven = breakEven
         self.warmupSteps = warmupSteps
+        self.retryAfter = retryAfter
         self.costModel = costModel
     }
 }
@@ -114,6 +118,14 @@ public final class Generation {
     /// medians of a speculative step (its drafting, the drafter's commit, the verify forward) and of a plain step,
     /// and how many of each were seen. Auto-off compares them (DESIGN §5).
     var soloSpeculative = RecentMedian(), soloPlain = RecentMedian()
+    /// Auto-off's state: the plain step count at which speculation is tried again (nil: not paused, or for good),
+    /// the pause the next failure waits, and the speculative steps and acceptance when the current judgement's
+    /// window began (the request's start, or the last retry).
+    var retryAtPlainStep: Int?
+    var pause: Int
+    var window = (steps: 0, accepted: 0)
+    /// The next speculative step is not timed: its drafting catches the drafter up on the paused steps.
+    var catchingUp = false
     /// `stats.draftSeconds` when the current step's drafting began (the previous step's commit counts to it).
     private var draftMark = 0.0
     /// Whether a forward of the current step carried other requests' rows.
@@ -139,6 +151,7 @@ public final class Generation {
         self.rng = SeededGenerator(seed: sampling.seed ?? UInt64.random(in: .min ... .max))
         self.draftLength = max(1, settings.numDraft)
         self.speculating = drafter != nil && settings.numDraft > 0
+        self.pause = settings.retryAfter
         if let drafter { rule = drafter.acceptanceRule(for: sampling) } else { rule = sampling.isGreedy ? .greedy : .rejectionSampling }
         if self.maxTokens == 0 { finishReason = .length }
     }
@@ -217,6 +230,14 @@ public final class Generation {
         pendingTree = DraftTree()
         proposal = .ready
         stepShared = false
+        if let retry = retryAtPlainStep, stats.plainSteps >= retry {
+            // Try speculation again; the drafter was kept in step meanwhile and catches up in this proposal.
+            retryAtPlainStep = nil
+            speculating = true
+            window = (stats.steps, stats.accepted)
+            catchingUp = true
+            stats.retries += 1
+        }
         // Never draft past max_tokens: the step also yields the bonus token.
         let room = maxTokens - generated.count - 1
         if speculating, let drafter, room > 0 {
@@ -292,8 +313,10 @@ public final class Generation {
             }
         } else {
             stats.verifySeconds += elapsed
-            // (The first step is left out: its drafting includes an MTP module's catch-up over the whole prompt.)
-            if solo && stats.steps > 0 { soloSpeculative.add(stats.draftSeconds - draftMark + elapsed) }
+            // (The first step, and the first after a pause, are left out: their drafting includes a catch-up over the
+            // prompt or the paused steps.)
+            if solo && stats.steps > 0 && !catchingUp { soloSpeculative.add(stats.draftSeconds - draftMark + elapsed) }
+            catchingUp = false
             stats.record(depth: tree.maxDepth, nodes: tree.count, acceptedCount: outcome.path.count)
             if !rule.isLossless { stats.lossless = false }
             adapt(tree: tree, accepted: outcome.path.count)
@@ -301,7 +324,8 @@ public final class Generation {
         let newTokens = outcome.path.map { tree.tokens[$0] } + [outcome.next]
         let emitted = emit(newTokens)
         draftMark = stats.draftSeconds
-        if !isFinished, let drafter, speculating {
+        // The drafter hears every step, plain ones too, so it can resume in step after a pause.
+        if !isFinished, let drafter {
             let commitStart = monotonicSeconds()
             let rows = [0] + outcome.path.map { $0 + 1 }
             drafter.commit(tokens: context, tree: tree, outcome: outcome, hidden: rows.map { output.hidden(row: offset + $0) })
@@ -347,7 +371,11 @@ public final class Generation {
             if accepted == depth { draftLength = min(draftLength + 1, settings.numDraft) }
             else if accepted == 0 { draftLength = max(1, draftLength - 1) }
         }
-        if settings.autoDisable && stats.steps >= settings.warmupSteps {
+        // Judged over the window since the request began (after the warm-up) or since the last retry (after half
+        // of it).
+        let windowSteps = stats.steps - window.steps
+        let judgeAfter = window.steps == 0 ? settings.warmupSteps : max(1, settings.warmupSteps / 2)
+        if settings.autoDisable && windowSteps >= judgeAfter {
             // Best evidence first: this request's own speculative steps against a plain decode step (its own
             // plain steps, else the model's recent ones, else the calibrated one), all timed alone, which catches
             // what a cost model misses (a drafter's weights evicting the target's from cache, and the reverse);
@@ -357,9 +385,9 @@ public final class Generation {
             let plainStep = soloPlain.count >= 2 ? soloPlain.median : (cost.clock?.seconds ?? cost.decodeSeconds)
             let speedup: Double
             if plainStep > 0 && soloSpeculative.count >= min(4, settings.warmupSteps) {
-                // Tokens per step over the request so far, not the recent trend: drafts often start badly (a
-                // prompt's first lines) and improve, and switching off is for good.
-                speedup = (1 + Double(stats.accepted) / Double(stats.steps)) * plainStep / soloSpeculative.median
+                // Tokens per step over the whole window, not the last few steps: one lucky or unlucky step must not
+                // decide.
+                speedup = (1 + Double(stats.accepted - window.accepted) / Double(windowSteps)) * plainStep / soloSpeculative.median
             } else {
                 let draftCost = cost.decodeSeconds > 0
                     ? stats.draftSeconds / Double(stats.steps) / cost.decodeSeconds
@@ -369,6 +397,13 @@ public final class Generation {
             if speedup < settings.breakEven {
                 speculating = false
                 stats.autoDisabled = true
+                if settings.retryAfter > 0 {
+                    // A retry that failed waits twice as long as the pause before it.
+                    if window.steps > 0 { pause = min(2 * pause, 8 * settings.retryAfter) }
+                    retryAtPlainStep = stats.plainSteps + pause
+                }
+            } else if window.steps > 0 && windowSteps >= 2 * settings.warmupSteps {
+                pause = settings.retryAfter  // a retry that kept paying: the next pause starts short again
             }
         }
     }

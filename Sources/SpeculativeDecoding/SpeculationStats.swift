@@ -19,8 +19,10 @@ public struct SpeculationStats: Sendable, Equatable, Codable {
     public var verifySeconds = 0.0
     /// Steps decoded without a draft (speculation off, or nothing to propose).
     public var plainSteps = 0
-    /// Set when the request switched speculation off because it did not pay.
+    /// Set when the request switched speculation off because it did not pay (at least once).
     public var autoDisabled = false
+    /// Times speculation was tried again after a pause.
+    public var retries = 0
 
     public init(method: SpeculativeMethod = .none) { self.method = method }
 
@@ -57,6 +59,7 @@ public struct SpeculationStats: Sendable, Equatable, Codable {
         draftSeconds += other.draftSeconds
         verifySeconds += other.verifySeconds
         plainSteps += other.plainSteps
+        retries += other.retries
     }
 }
 

@@ -19,6 +19,7 @@ public struct BenchmarkOptions: Sendable {
     /// Auto-off's threshold and warm-up, as in `SpeculationSettings`.
     public var breakEven = SpeculationSettings().breakEven
     public var warmupSteps = SpeculationSettings().warmupSteps
+    public var retryAfter = SpeculationSettings().retryAfter
 
     public init() {}
 }
@@ -129,7 +130,8 @@ public struct SpeculativeBenchmark {
                                        stopTokens: stopTokens, drafter: drafter,
                                        settings: SpeculationSettings(numDraft: options.numDraft, adaptive: options.adaptive,
                                                                      autoDisable: options.autoDisable, breakEven: options.breakEven,
-                                                                     warmupSteps: options.warmupSteps, costModel: method.cost))
+                                                                     warmupSteps: options.warmupSteps, retryAfter: options.retryAfter,
+                                                                     costModel: method.cost))
                     g.run()
                     // Decode speed: tokens after the first (which the prompt's forward produces) over decode time.
                     tokens += g.generated.count - 1

@@ -35,6 +35,8 @@ struct Bench: ParsableCommand {
     var breakEven = SpeculationSettings().breakEven
     @Option(name: .customLong("warmup-steps"), help: "Auto-off: speculative steps before the first decision.")
     var warmupSteps = SpeculationSettings().warmupSteps
+    @Option(name: .customLong("retry-after"), help: "Auto-off: plain steps before a request tries speculation again (doubling after each failed try; 0: never).")
+    var retryAfter = SpeculationSettings().retryAfter
     @Option(help: "Kernel threads (default: all cores).")
     var threads: Int?
     @Option(help: "Also write the report as JSON to this file.")
@@ -72,6 +74,7 @@ struct Bench: ParsableCommand {
         options.autoDisable = !fixedLength && syntheticAcceptance == nil
         options.breakEven = breakEven
         options.warmupSteps = warmupSteps
+        options.retryAfter = retryAfter
         var contenders: [SpeculativeBenchmark.Contender] = []
         if syntheticAcceptance != nil {
             contenders = [.init(name: "synthetic", cost: verify) { nil }]

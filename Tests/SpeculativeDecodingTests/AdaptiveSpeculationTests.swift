@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import InferenceCore
+@testable import InferenceCore
 @testable import SpeculativeDecoding
 
 /// DESIGN §5 "adaptive, never slower": the draft length follows acceptance, and a request switches speculation
@@ -64,7 +64,7 @@ final class AdaptiveSpeculationTests: XCTestCase {
 
     func testARequestWhoseDraftsAreNeverAcceptedSwitchesSpeculationOffAfterTheWarmUp() {
         let expected = plain(maxTokens: 60)
-        let settings = SpeculationSettings(numDraft: 4, autoDisable: true, warmupSteps: 8,
+        let settings = SpeculationSettings(numDraft: 4, autoDisable: true, warmupSteps: 8, retryAfter: 0,
                                            costModel: CostModel(draftPerToken: 0.05, verify: cheapVerify))
         let g = run(ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: false), settings)
         XCTAssertEqual(Array(g.generated), expected)
@@ -86,7 +86,7 @@ final class AdaptiveSpeculationTests: XCTestCase {
         XCTAssertFalse(calibrated.stats.autoDisabled)
         // … but against a decode step measured at 0.1 ms each step's 2 ms of drafting costs 20 decode steps for 3
         // tokens, and the request stops speculating.
-        let measured = run(slow, SpeculationSettings(numDraft: 2, adaptive: false, autoDisable: true, warmupSteps: 4,
+        let measured = run(slow, SpeculationSettings(numDraft: 2, adaptive: false, autoDisable: true, warmupSteps: 4, retryAfter: 0,
                                                      costModel: CostModel(draftPerToken: 0, verify: cheapVerify, decodeSeconds: 1e-4)))
         XCTAssertTrue(measured.stats.autoDisabled)
         XCTAssertEqual(measured.stats.steps, 4)
@@ -133,7 +133,7 @@ final class AdaptiveSpeculationTests: XCTestCase {
         // … but against plain steps clocked at 0.1 µs, each real step (tens of µs on the toy model) loses.
         var clocked = free
         clocked.clock = clock(seconds: 1e-7)
-        let g = run(good, SpeculationSettings(numDraft: 3, adaptive: false, warmupSteps: 4, costModel: clocked))
+        let g = run(good, SpeculationSettings(numDraft: 3, adaptive: false, warmupSteps: 4, retryAfter: 0, costModel: clocked))
         XCTAssertTrue(g.stats.autoDisabled)
         XCTAssertEqual(g.stats.steps, 5, "four steps timed alone (the first is left out) are needed")
         XCTAssertEqual(Array(g.generated), expected)
@@ -165,5 +165,82 @@ final class AdaptiveSpeculationTests: XCTestCase {
             XCTAssertFalse(g.stats.autoDisabled, "no step ran alone, so the calibrated (free) cost decided")
         }
     }
-}
 
+    /// Proposes the plain greedy continuation from continuation index `rightFrom` on and wrong tokens before it.
+    final class TurningDrafter: Drafter {
+        let continuation: [Int], promptCount: Int, rightFrom: Int
+        init(continuation: [Int], promptCount: Int, rightFrom: Int) {
+            self.continuation = continuation
+            self.promptCount = promptCount
+            self.rightFrom = rightFrom
+        }
+        var method: SpeculativeMethod { .ngram }
+        func start(tokens: [Int], hidden: Tensor) {}
+        func commit(tokens: [Int], tree: DraftTree, outcome: AcceptanceOutcome, hidden: [[Float]]) {}
+        func propose(tokens: [Int], limit: Int, sampling: SamplingParameters, rng: inout SeededGenerator) -> DraftTree {
+            let next = tokens.count - promptCount
+            let chain = continuation.enumerated().dropFirst(next).prefix(limit).map { $0.offset >= rightFrom ? $0.element : ($0.element + 1) % 96 }
+            return DraftTree(chain: Array(chain))
+        }
+    }
+
+    /// Calibrated costs under which a rejected draft never pays and a fully accepted one does.
+    private func retrying(_ retryAfter: Int, numDraft: Int = 4) -> SpeculationSettings {
+        SpeculationSettings(numDraft: numDraft, adaptive: false, autoDisable: true, warmupSteps: 8, retryAfter: retryAfter,
+                            costModel: CostModel(draftPerToken: 0.05, verify: cheapVerify))
+    }
+
+    func testSpeculationSwitchedOffIsTriedAgainAfterAPauseThatDoublesWhileItKeepsFailing() {
+        let expected = plain(maxTokens: 200)
+        let g = run(ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: false), retrying(16), maxTokens: 200)
+        XCTAssertEqual(Array(g.generated), expected)
+        XCTAssertTrue(g.stats.autoDisabled)
+        // 8 warm-up steps (tokens 2–9), 16 plain, a 4-step try, 32 plain, a try, 64 plain, a try, then 128 plain
+        // (the cap, 8 × 16) run past max_tokens: three tries of four steps.
+        XCTAssertEqual(g.stats.retries, 3)
+        XCTAssertEqual(g.stats.steps, 8 + 3 * 4)
+        XCTAssertEqual(g.stats.plainSteps, 16 + 32 + 64 + (200 - 1 - 8 - 16 - 4 - 32 - 4 - 64 - 4))
+        // With retries off the same request never speculates again.
+        let once = run(ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: false), retrying(0), maxTokens: 200)
+        XCTAssertEqual(once.stats.retries, 0)
+        XCTAssertEqual(once.stats.steps, 8)
+    }
+
+    func testARequestWhoseDraftsTurnGoodSpeculatesAgainAndStaysOn() {
+        let expected = plain(maxTokens: 120)
+        // Wrong for the first 40 tokens: off after the warm-up, a failed try at token 25, then at token 61 drafts
+        // are right and the try keeps going to the end.
+        let g = run(TurningDrafter(continuation: expected, promptCount: prompt.count, rightFrom: 40), retrying(16), maxTokens: 120)
+        XCTAssertEqual(Array(g.generated), expected)
+        XCTAssertTrue(g.stats.autoDisabled)
+        XCTAssertEqual(g.stats.retries, 2)
+        XCTAssertEqual(g.stats.plainSteps, 16 + 32)
+        // Every step of the second try accepted its whole chain: tokens 62…120 in 11 steps of 4 drafts and a
+        // bonus token, then one of 3 (no room to draft past max_tokens).
+        XCTAssertEqual(g.stats.accepted, 11 * 4 + 3)
+    }
+
+    /// The real drafters stay in step with the committed tokens while speculation is paused (a draft model's
+    /// cache, an MTP module's queue of hidden states, the Medusa heads' last state): greedy output stays plain
+    /// decoding's across many pauses and tries.
+    func testEveryDrafterResumesInStepAfterAPause() throws {
+        let expected = plain(maxTokens: 80)
+        let heads = MedusaHeads(target: target, layout: .v2SharedHead, blocks: (0..<2).map { _ in
+            [(weight: Tensor(shape: [target.config.hiddenSize, target.config.hiddenSize]), bias: Tensor(shape: [target.config.hiddenSize]))] },
+            projections: [])
+        let drafters: [(String, () -> Drafter)] = [
+            ("draft", { DraftModelDrafter(model: ToyModels.perturbed(seed: 1, noise: 0.05)) }),
+            ("mtp", { MTPDrafter(module: ToyModels.mtpModule(target: self.target)) }),
+            ("medusa", { MedusaDrafter(heads: heads, tree: try! MedusaTree(choices: [[0], [0, 0], [1]], heads: 2)) }),
+            ("ngram", { NGramDrafter(minN: 1, maxN: 3) }),
+        ]
+        for (name, make) in drafters {
+            // A break-even no method reaches: off after two steps, tried again after 3, 6, 12 … plain steps.
+            let settings = SpeculationSettings(numDraft: 3, adaptive: false, autoDisable: true, breakEven: 100, warmupSteps: 2,
+                                               retryAfter: 3, costModel: CostModel(draftPerToken: 0.05, verify: cheapVerify))
+            let g = run(make(), settings, maxTokens: 80)
+            XCTAssertEqual(Array(g.generated), expected, name)
+            XCTAssertGreaterThanOrEqual(g.stats.retries, 3, name)
+        }
+    }
+}

@@ -82,6 +82,9 @@ extension APIRouter {
         options.syntheticAcceptance = q.syntheticAcceptance
         options.adaptive = model.speculation.adaptive && q.syntheticAcceptance == nil
         options.autoDisable = model.speculation.autoDisable.enabled && q.syntheticAcceptance == nil
+        options.breakEven = model.speculation.autoDisable.breakEven
+        options.warmupSteps = model.speculation.autoDisable.warmupSteps
+        options.retryAfter = model.speculation.autoDisable.retryAfter
         let tree = model.engine.medusaTree
         var contenders: [SpeculativeBenchmark.Contender] = []
         if q.syntheticAcceptance != nil {

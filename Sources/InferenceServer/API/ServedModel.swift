@@ -45,7 +45,8 @@ public final class ServedModel: @unchecked Sendable {
         let settings = SpeculationSettings(numDraft: q.speculative?.numTokens ?? speculation.numTokens(for: method),
                                            adaptive: speculation.adaptive, autoDisable: speculation.autoDisable.enabled,
                                            breakEven: speculation.autoDisable.breakEven,
-                                           warmupSteps: speculation.autoDisable.warmupSteps, costModel: costs[method] ?? .free)
+                                           warmupSteps: speculation.autoDisable.warmupSteps,
+                                           retryAfter: speculation.autoDisable.retryAfter, costModel: costs[method] ?? .free)
         let d = speculation
         let drafter = DrafterOptions(pMin: Float(d.draft.pMin), ngramMin: d.ngram.minN, ngramMax: d.ngram.maxN,
                                      medusaTypicalThreshold: d.medusa.acceptance == .typical ? Float(d.medusa.posteriorThreshold) : nil,

@@ -137,10 +137,11 @@ extension ServerConfig {
         s.numTokens = try r.int("num_tokens", default: s.numTokens, in: draftLength)
         s.adaptive = try r.bool("adaptive", default: s.adaptive)
         if let v = r.value("auto_disable") {
-            let a = try JSONObjectReader(v, at: r.path("auto_disable"), keys: ["enabled", "break_even", "warmup_steps"], nullIsAbsent: false)
+            let a = try JSONObjectReader(v, at: r.path("auto_disable"), keys: ["enabled", "break_even", "warmup_steps", "retry_after"], nullIsAbsent: false)
             s.autoDisable.enabled = try a.bool("enabled", default: s.autoDisable.enabled)
             s.autoDisable.breakEven = try a.double("break_even", default: s.autoDisable.breakEven, in: 0...100)
             s.autoDisable.warmupSteps = try a.int("warmup_steps", default: s.autoDisable.warmupSteps, in: 1...100_000)
+            s.autoDisable.retryAfter = try a.int("retry_after", default: s.autoDisable.retryAfter, in: 0...100_000)
         }
         if let v = r.value("draft") {
             let d = try JSONObjectReader(v, at: r.path("draft"), keys: ["path", "num_tokens", "p_min", "vocabulary"], nullIsAbsent: false)

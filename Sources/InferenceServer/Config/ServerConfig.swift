@@ -123,6 +123,8 @@ public struct SpeculationConfig: Sendable, Equatable {
         public var breakEven = 1.0
         /// Speculative steps measured before deciding.
         public var warmupSteps = 8
+        /// Plain steps before a request tries speculation again (doubling after each failed try); 0: never.
+        public var retryAfter = 16
         public init() {}
     }
 

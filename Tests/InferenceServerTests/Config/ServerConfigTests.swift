@@ -120,6 +120,7 @@ final class ServerConfigTests: XCTestCase {
         XCTAssertEqual(error(model(#"{"medusa": {"tree": "big"}}"#))?.path, "models[0].speculation.medusa.tree")
         XCTAssertEqual(error(model(#"{"medusa": {"tree": [[0], [-1]]}}"#))?.path, "models[0].speculation.medusa.tree[1][0]")
         XCTAssertEqual(error(model(#"{"ngram": {"min_n": 3, "max_n": 2}}"#))?.path, "models[0].speculation.ngram.max_n")
+        XCTAssertEqual(error(model(#"{"auto_disable": {"retry_after": -1}}"#))?.path, "models[0].speculation.auto_disable.retry_after")
         XCTAssertEqual(error(model(#"{"mtp": {"vocabulary": 0}}"#))?.description,
                        "test.json: models[0].speculation.mtp.vocabulary: 0 is out of range (must be in 1...16777216)")
         XCTAssertEqual(error(model(#"{"draft": {"vocabulary": "all"}}"#))?.path, "models[0].speculation.draft.vocabulary")
@@ -139,7 +140,7 @@ final class ServerConfigTests: XCTestCase {
         let config = try decode("""
         {"server": {"host": "0.0.0.0", "port": 0, "api_key_env": "KEY", "timeouts": {"head": 1.5}},
          "engine": {"threads": 2, "max_queue": 3, "max_context": 512},
-         "models": [{"id": "m", "path": "/abs/m", "speculation": {"default_method": "medusa", "draft": {"path": null, "num_tokens": 7, "vocabulary": 2048},
+         "models": [{"id": "m", "path": "/abs/m", "speculation": {"default_method": "medusa", "auto_disable": {"retry_after": 0}, "draft": {"path": null, "num_tokens": 7, "vocabulary": 2048},
                      "medusa": {"tree": [[0], [0, 0], [1]], "sizes": [4, 8]}, "mtp": {"num_tokens": 2, "vocabulary": null}}}]}
         """)
         XCTAssertEqual(config.server.host, "0.0.0.0")
@@ -157,6 +158,8 @@ final class ServerConfigTests: XCTestCase {
         XCTAssertEqual(s.numTokens(for: .mtp), 2)
         XCTAssertEqual(s.numTokens(for: .ngram), 5)
         XCTAssertEqual(s.draft.vocabulary, 2048)
+        XCTAssertEqual(s.autoDisable.retryAfter, 0)
+        XCTAssertEqual(s.autoDisable.warmupSteps, 8)
         XCTAssertNil(s.mtp.vocabulary)
         let http = config.server.httpConfiguration(log: nil)
         XCTAssertEqual(http.limits.maxBodyBytes, 16 * 1024 * 1024)
