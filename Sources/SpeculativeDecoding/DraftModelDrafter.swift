@@ -65,7 +65,7 @@ public final class DraftModelDrafter: SteppedDrafter {
         var q: [Float]? = nil
         if sampling.isGreedy {
             token = argmax(logits)
-            if pMin > 0 && softmaxProbability(of: token, in: logits) < pMin { return }
+            if pMin > 0 && softmaxProbability(of: token, in: logits, among: vocabulary?.ids) < pMin { return }
         } else {
             let dist = distribution(logits, sampling)
             if pMin > 0 && (dist.max() ?? 0) < pMin { return }
@@ -90,10 +90,16 @@ public final class DraftModelDrafter: SteppedDrafter {
     }
 }
 
-/// softmax(logits)[token] at temperature 1.
-func softmaxProbability(of token: Int, in logits: [Float]) -> Float {
-    let m = logits.max() ?? 0
-    var sum: Float = 0
-    for l in logits { sum += expf(l - m) }
+/// softmax(logits)[token] at temperature 1; with `ids`, only those entries are finite (a vocabulary subset's
+/// logits) and only they are summed.
+func softmaxProbability(of token: Int, in logits: [Float], among ids: [Int]? = nil) -> Float {
+    var m = -Float.infinity, sum: Float = 0
+    if let ids {
+        for i in ids { m = max(m, logits[i]) }
+        for i in ids { sum += expf(logits[i] - m) }
+    } else {
+        for l in logits { m = max(m, l) }
+        for l in logits { sum += expf(l - m) }
+    }
     return expf(logits[token] - m) / sum
 }

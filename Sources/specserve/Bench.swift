@@ -37,6 +37,8 @@ struct Bench: ParsableCommand {
     var warmupSteps = SpeculationSettings().warmupSteps
     @Option(name: .customLong("retry-after"), help: "Auto-off: plain steps before a request tries speculation again (doubling after each failed try; 0: never).")
     var retryAfter = SpeculationSettings().retryAfter
+    @Option(name: .customLong("p-min"), help: "Draft model: stop a chain when its top probability falls below this.")
+    var pMin: Float = 0
     @Option(help: "Kernel threads (default: all cores).")
     var threads: Int?
     @Option(help: "Also write the report as JSON to this file.")
@@ -83,7 +85,7 @@ struct Bench: ParsableCommand {
                 var cost = verify
                 cost.draftPerToken = DraftCost.measure(m, family: family, medusaTree: tree)
                 if cost.draftPerToken > 0 { printError(String(format: "%@: one draft token costs %.3f× a decode step", m.rawValue, cost.draftPerToken)) }
-                contenders.append(.init(name: m.rawValue, cost: cost) { try? family.makeDrafter(m, medusaTree: tree) })
+                contenders.append(.init(name: m.rawValue, cost: cost) { try? family.makeDrafter(m, medusaTree: tree, pMin: pMin) })
             }
         }
         let report = SpeculativeBenchmark(target: family.target, stopTokens: family.stopTokens, drafters: contenders)

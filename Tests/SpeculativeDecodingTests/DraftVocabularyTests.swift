@@ -43,6 +43,15 @@ final class DraftVocabularyTests: XCTestCase {
         XCTAssertEqual(all.stats.accepted, all.stats.drafted)
     }
 
+    /// p_min's test reads the top probability over the kept tokens only (the others are −∞ and add nothing).
+    func testTheTopProbabilityOverASubsetIsTheSoftmaxAmongTheKeptTokens() {
+        let logits: [Float] = [-.infinity, 1, -.infinity, 3, 2]
+        let expected = expf(3) / (expf(1) + expf(3) + expf(2))
+        XCTAssertEqual(softmaxProbability(of: 3, in: logits, among: [1, 3, 4]), expected, accuracy: 1e-6)
+        XCTAssertEqual(softmaxProbability(of: 3, in: logits), expected, accuracy: 1e-6)
+        XCTAssertEqual(softmaxProbability(of: 1, in: [0, 0, 0, 0]), 0.25, accuracy: 1e-6)
+    }
+
     private func family(counts json: String?) throws -> ModelFamily {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vocab-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
