@@ -308,7 +308,9 @@ public final class Generation {
         if tree.isEmpty {
             stats.plainSteps += 1
             if solo {
-                soloPlain.add(stats.draftSeconds - draftMark + elapsed)
+                // What a step costs without speculation: the forward alone, as the model's clock counts it (a
+                // drafting attempt that found nothing would not run if speculation were off).
+                soloPlain.add(elapsed)
                 settings.costModel.clock?.record(elapsed)
             }
         } else {

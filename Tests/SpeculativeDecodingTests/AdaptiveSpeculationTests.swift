@@ -166,6 +166,33 @@ final class AdaptiveSpeculationTests: XCTestCase {
         }
     }
 
+    /// Right drafts after a busy wait, and every other call nothing (after the same wait).
+    final class SometimesSilentDrafter: Drafter {
+        let inner: ScriptedDrafter
+        var calls = 0
+        init(_ inner: ScriptedDrafter) { self.inner = inner }
+        var method: SpeculativeMethod { .ngram }
+        func start(tokens: [Int], hidden: Tensor) {}
+        func commit(tokens: [Int], tree: DraftTree, outcome: AcceptanceOutcome, hidden: [[Float]]) {}
+        func propose(tokens: [Int], limit: Int, sampling: SamplingParameters, rng: inout SeededGenerator) -> DraftTree {
+            calls += 1
+            let tree = inner.propose(tokens: tokens, limit: limit, sampling: sampling, rng: &rng)
+            return calls % 2 == 0 ? DraftTree() : tree
+        }
+    }
+
+    /// The plain step speculation is compared with is the forward alone: a drafting attempt that found nothing
+    /// would not run with speculation off, so it must not make plain steps look as slow as speculative ones.
+    func testAPlainStepsReferenceLeavesOutAFailedDraftingAttempt() {
+        let expected = plain(maxTokens: 60)
+        let drafter = SometimesSilentDrafter(ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: true, delay: 2e-3))
+        let g = run(drafter, SpeculationSettings(numDraft: 2, adaptive: false, autoDisable: true, warmupSteps: 4, retryAfter: 0,
+                                                 costModel: CostModel(draftPerToken: 0, verify: cheapVerify)))
+        XCTAssertEqual(Array(g.generated), expected)
+        // 2 ms of drafting per 3 tokens against a toy forward of tens of µs: it does not pay.
+        XCTAssertTrue(g.stats.autoDisabled)
+    }
+
     /// Proposes the plain greedy continuation from continuation index `rightFrom` on and wrong tokens before it.
     final class TurningDrafter: Drafter {
         let continuation: [Int], promptCount: Int, rightFrom: Int
