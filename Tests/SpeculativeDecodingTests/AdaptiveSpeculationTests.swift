@@ -10,14 +10,14 @@ final class AdaptiveSpeculationTests: XCTestCase {
     let target = ToyModels.model(seed: 1)
     let prompt = (0..<12).map { ($0 * 17 + 4) % 96 }
 
-    /// Proposes the plain greedy continuation (`right`) or a token that is always wrong, after an optional
-    /// busy wait that stands for an expensive draft model.
+    /// Proposes the plain greedy continuation from continuation index `rightFrom` on (0: always right) and a
+    /// token that is always wrong before it, after an optional busy wait that stands for an expensive draft model.
     final class ScriptedDrafter: Drafter {
-        let continuation: [Int], promptCount: Int, right: Bool, delay: Double
-        init(continuation: [Int], promptCount: Int, right: Bool, delay: Double = 0) {
+        let continuation: [Int], promptCount: Int, rightFrom: Int, delay: Double
+        init(continuation: [Int], promptCount: Int, right: Bool = true, rightFrom: Int? = nil, delay: Double = 0) {
             self.continuation = continuation
             self.promptCount = promptCount
-            self.right = right
+            self.rightFrom = rightFrom ?? (right ? 0 : Int.max)
             self.delay = delay
         }
         var method: SpeculativeMethod { .ngram }
@@ -27,7 +27,7 @@ final class AdaptiveSpeculationTests: XCTestCase {
             let until = monotonicSeconds() + delay
             while monotonicSeconds() < until {}
             let next = tokens.count - promptCount          // index in the continuation of the first draft token
-            let chain = continuation.dropFirst(next).prefix(limit).map { right ? $0 : ($0 + 1) % 96 }
+            let chain = continuation.enumerated().dropFirst(next).prefix(limit).map { $0.offset >= rightFrom ? $0.element : ($0.element + 1) % 96 }
             return DraftTree(chain: Array(chain))
         }
     }
@@ -193,24 +193,6 @@ final class AdaptiveSpeculationTests: XCTestCase {
         XCTAssertTrue(g.stats.autoDisabled)
     }
 
-    /// Proposes the plain greedy continuation from continuation index `rightFrom` on and wrong tokens before it.
-    final class TurningDrafter: Drafter {
-        let continuation: [Int], promptCount: Int, rightFrom: Int
-        init(continuation: [Int], promptCount: Int, rightFrom: Int) {
-            self.continuation = continuation
-            self.promptCount = promptCount
-            self.rightFrom = rightFrom
-        }
-        var method: SpeculativeMethod { .ngram }
-        func start(tokens: [Int], hidden: Tensor) {}
-        func commit(tokens: [Int], tree: DraftTree, outcome: AcceptanceOutcome, hidden: [[Float]]) {}
-        func propose(tokens: [Int], limit: Int, sampling: SamplingParameters, rng: inout SeededGenerator) -> DraftTree {
-            let next = tokens.count - promptCount
-            let chain = continuation.enumerated().dropFirst(next).prefix(limit).map { $0.offset >= rightFrom ? $0.element : ($0.element + 1) % 96 }
-            return DraftTree(chain: Array(chain))
-        }
-    }
-
     /// Calibrated costs under which a rejected draft never pays and a fully accepted one does.
     private func retrying(_ retryAfter: Int, numDraft: Int = 4) -> SpeculationSettings {
         SpeculationSettings(numDraft: numDraft, adaptive: false, autoDisable: true, warmupSteps: 8, retryAfter: retryAfter,
@@ -237,7 +219,7 @@ final class AdaptiveSpeculationTests: XCTestCase {
         let expected = plain(maxTokens: 120)
         // Wrong for the first 40 tokens: off after the warm-up, a failed try at token 25, then at token 61 drafts
         // are right and the try keeps going to the end.
-        let g = run(TurningDrafter(continuation: expected, promptCount: prompt.count, rightFrom: 40), retrying(16), maxTokens: 120)
+        let g = run(ScriptedDrafter(continuation: expected, promptCount: prompt.count, rightFrom: 40), retrying(16), maxTokens: 120)
         XCTAssertEqual(Array(g.generated), expected)
         XCTAssertTrue(g.stats.autoDisabled)
         XCTAssertEqual(g.stats.retries, 2)
