@@ -9,10 +9,11 @@
 # MODELS_DIR (default models), GOLDEN (default Tests/Fixtures/logits/specserve-code.json),
 # LANES (1 or 2: with 2, the draft lane [draft, distil] and the head lane [Medusa, MTP] run side by side
 # after the target, THREADS threads each), and the token budgets of the shipped family:
-# TARGET_TOKENS 22e6, DRAFT_TOKENS 5e6, DISTILL_TOKENS 8e6, MEDUSA_TOKENS 2e6 (trained positions),
-# MTP_TOKENS 4e6: the schedules the shipped runs were trained on, over three sessions of the 2-core CPU machine
-# (distillation, Medusa and MTP first ran on 1.2e6 / 4e5 / 1.2e6 schedules, then resumed on these; distillation
-# was stopped at 6.8 M tokens and MTP at 3.6 M, the model cards give the exact counts).
+# TARGET_TOKENS 22e6, DRAFT_TOKENS 5e6, DISTILL_TOKENS 9e6, MEDUSA_TOKENS 2e6 (trained positions),
+# MTP_TOKENS 5e6: the schedules the shipped runs finished on, over four sessions of the 2-core CPU machine
+# (distillation, Medusa and MTP first ran on 1.2e6 / 4e5 / 1.2e6 schedules, then resumed on longer ones:
+# distillation 8e6 to 6.8 M tokens, then 12e6 to 7.8 M, then 9e6 to the end; MTP 4e6 to 3.6 M, then 5e6 to the
+# end; the model cards give the exact counts).
 # Extra arguments go to every training stage (train_lm.py x2, distill_draft.py, train_medusa.py,
 # train_mtp.py); use only flags they all accept: --precision, --ckpt-minutes, --log-every, --eval-every,
 # --eval-seqs, --tokens (the last sets every stage's budget: for trials only).
@@ -26,9 +27,9 @@ GOLDEN=${GOLDEN:-Tests/Fixtures/logits/specserve-code.json}
 LANES=${LANES:-1}
 TARGET_TOKENS=${TARGET_TOKENS:-22e6}
 DRAFT_TOKENS=${DRAFT_TOKENS:-5e6}
-DISTILL_TOKENS=${DISTILL_TOKENS:-8e6}
+DISTILL_TOKENS=${DISTILL_TOKENS:-9e6}
 MEDUSA_TOKENS=${MEDUSA_TOKENS:-2e6}
-MTP_TOKENS=${MTP_TOKENS:-4e6}
+MTP_TOKENS=${MTP_TOKENS:-5e6}
 common=(--state-dir "$STATE_DIR" --device "$DEVICE" --threads "$THREADS")
 
 finished() {  # stop unless <run>/done.json exists
