@@ -57,9 +57,10 @@ public final class MTPModule {
     public var weightBytes: Int { ([enorm, hnorm, ehProj, sharedNorm] + block.weights).reduce(0) { $0 + $1.byteCount } }
 
     /// Runs the module on rows (previous hidden `hidden[r]`, next token `tokens[r]`, position `positions[r]`),
-    /// writing K/V into `cache` at slot = position. Returns h' `[M, H]` and, if asked, the logits of the last row.
-    public func forward(hidden: [[Float]], tokens: [Int], positions: [Int], cache: KVCache, logitsOfLastRow: Bool)
-        -> (hidden: Tensor, logits: [Float]?)
+    /// writing K/V into `cache` at slot = position. Returns h' `[M, H]` and, if asked, the logits of the last row:
+    /// through the target's lm_head, or through `vocabulary` (a drafting head of the most frequent tokens).
+    public func forward(hidden: [[Float]], tokens: [Int], positions: [Int], cache: KVCache, logitsOfLastRow: Bool,
+                        vocabulary: VocabularySubset? = nil) -> (hidden: Tensor, logits: [Float]?)
     {
         let m = tokens.count, h = target.config.hiddenSize, eps = target.config.rmsNormEps
         precondition(m > 0 && hidden.count == m && positions.count == m)
@@ -80,6 +81,7 @@ public final class MTPModule {
         let out = Tensor(shape: [m, h])
         rmsNorm(x.data, weight: sharedNorm.data, epsilon: eps, rows: m, dim: h, into: out.data)
         guard logitsOfLastRow else { return (out, nil) }
+        if let vocabulary { return (out, vocabulary.logits(hidden: out.row(m - 1))) }
         let last = Tensor(shape: [1, h])
         last.data.update(from: out.row(m - 1), count: h)
         return (out, target.vocabularyLogits(last).array)

@@ -27,8 +27,8 @@ public final class MTPDrafter: Drafter {
     /// The module on `hidden`/`tokens` at `positions`, and the logits of its last row (through the subset if any).
     private func step(hidden: [[Float]], tokens: [Int], positions: [Int], cache: KVCache) -> (hidden: Tensor, logits: [Float]) {
         let (h, logits) = module.forward(hidden: hidden, tokens: tokens, positions: positions, cache: cache,
-                                         logitsOfLastRow: vocabulary == nil)
-        return (h, logits ?? vocabulary!.logits(hidden: h.row(h.rows - 1)))
+                                         logitsOfLastRow: true, vocabulary: vocabulary)
+        return (h, logits!)
     }
 
     public func start(tokens: [Int], hidden: Tensor) {

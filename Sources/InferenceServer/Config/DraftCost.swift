@@ -43,10 +43,9 @@ public enum DraftCost {
                                     positions: Array(0..<context), cache: cache, logitsOfLastRow: false)
                     cache.append(context)
                 }
-                let vocabulary = family.mtpVocabulary
                 return {
-                    let (h, _) = mtp.forward(hidden: [hidden], tokens: [1], positions: [context], cache: cache, logitsOfLastRow: vocabulary == nil)
-                    if let vocabulary { _ = vocabulary.logits(hidden: h.row(0)) }
+                    _ = mtp.forward(hidden: [hidden], tokens: [1], positions: [context], cache: cache, logitsOfLastRow: true,
+                                    vocabulary: family.mtpVocabulary)
                 }
             } / target
         case .medusa:
