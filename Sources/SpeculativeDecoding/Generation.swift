@@ -119,7 +119,7 @@ public final class Generation {
     /// and how many of each were seen. Auto-off compares them (DESIGN §5).
     var soloSpeculative = RecentMedian(), soloPlain = RecentMedian()
     /// Auto-off's state: the plain step count at which speculation is tried again (nil: not paused, or for good),
-    /// the pause the next failure waits, and the speculative steps and acceptance when the current judgement's
+    /// the pause it last waited, and the speculative steps and acceptance when the current judgement's
     /// window began (the request's start, or the last retry).
     var retryAtPlainStep: Int?
     var pause: Int
@@ -400,12 +400,12 @@ public final class Generation {
                 speculating = false
                 stats.autoDisabled = true
                 if settings.retryAfter > 0 {
-                    // A retry that failed waits twice as long as the pause before it.
-                    if window.steps > 0 { pause = min(2 * pause, 8 * settings.retryAfter) }
+                    // A retry that failed within twice the warm-up waits twice as long as the pause before it; a
+                    // first switch-off, or one after speculation paid for longer, waits the short pause.
+                    let failedTry = window.steps > 0 && windowSteps < 2 * settings.warmupSteps
+                    pause = failedTry ? min(2 * pause, 8 * settings.retryAfter) : settings.retryAfter
                     retryAtPlainStep = stats.plainSteps + pause
                 }
-            } else if window.steps > 0 && windowSteps >= 2 * settings.warmupSteps {
-                pause = settings.retryAfter  // a retry that kept paying: the next pause starts short again
             }
         }
     }

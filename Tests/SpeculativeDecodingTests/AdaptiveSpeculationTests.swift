@@ -10,14 +10,16 @@ final class AdaptiveSpeculationTests: XCTestCase {
     let target = ToyModels.model(seed: 1)
     let prompt = (0..<12).map { ($0 * 17 + 4) % 96 }
 
-    /// Proposes the plain greedy continuation from continuation index `rightFrom` on (0: always right) and a
-    /// token that is always wrong before it, after an optional busy wait that stands for an expensive draft model.
+    /// Proposes the plain greedy continuation at continuation indices `rightFrom..<rightUntil` (default: all) and
+    /// a token that is always wrong elsewhere, after an optional busy wait that stands for an expensive draft model.
     final class ScriptedDrafter: Drafter {
-        let continuation: [Int], promptCount: Int, rightFrom: Int, delay: Double
-        init(continuation: [Int], promptCount: Int, right: Bool = true, rightFrom: Int? = nil, delay: Double = 0) {
+        let continuation: [Int], promptCount: Int, rightFrom: Int, rightUntil: Int, delay: Double
+        init(continuation: [Int], promptCount: Int, right: Bool = true, rightFrom: Int? = nil, rightUntil: Int = .max,
+             delay: Double = 0) {
             self.continuation = continuation
             self.promptCount = promptCount
             self.rightFrom = rightFrom ?? (right ? 0 : Int.max)
+            self.rightUntil = rightUntil
             self.delay = delay
         }
         var method: SpeculativeMethod { .ngram }
@@ -27,7 +29,7 @@ final class AdaptiveSpeculationTests: XCTestCase {
             let until = monotonicSeconds() + delay
             while monotonicSeconds() < until {}
             let next = tokens.count - promptCount          // index in the continuation of the first draft token
-            let chain = continuation.enumerated().dropFirst(next).prefix(limit).map { $0.offset >= rightFrom ? $0.element : ($0.element + 1) % 96 }
+            let chain = continuation.enumerated().dropFirst(next).prefix(limit).map { (rightFrom..<max(rightFrom, rightUntil)).contains($0.offset) ? $0.element : ($0.element + 1) % 96 }
             return DraftTree(chain: Array(chain))
         }
     }
@@ -227,6 +229,25 @@ final class AdaptiveSpeculationTests: XCTestCase {
         // Every step of the second try accepted its whole chain: tokens 62…120 in 11 steps of 4 drafts and a
         // bonus token, then one of 3 (no room to draft past max_tokens).
         XCTAssertEqual(g.stats.accepted, 11 * 4 + 3)
+    }
+
+    func testAfterSpeculationPaidForAWhileTheNextPauseIsShortAgain() {
+        let expected = plain(maxTokens: 300)
+        // Wrong before token 40 (off, a failed try), right until 200 (a long paying stretch), wrong after.
+        let g = Generation(target: target, prompt: prompt, maxTokens: 300,
+                           drafter: ScriptedDrafter(continuation: expected, promptCount: prompt.count, rightFrom: 40, rightUntil: 200),
+                           settings: retrying(16))
+        g.completePrefill(target.forward(g.prefillRows()))
+        var pauses: [Int] = [], paused = false
+        while !g.isFinished {
+            g.completeStep(target.forward(g.stepRows()))
+            if let retry = g.retryAtPlainStep, !paused { pauses.append(retry - g.stats.plainSteps) }
+            paused = g.retryAtPlainStep != nil
+        }
+        XCTAssertEqual(Array(g.generated), expected)
+        // 16 after the warm-up, 32 after the failed try, 16 again once speculation had paid for many steps, then
+        // doubling while the tries keep failing.
+        XCTAssertEqual(Array(pauses.prefix(4)), [16, 32, 16, 32])
     }
 
     /// The real drafters stay in step with the committed tokens while speculation is paused (a draft model's
