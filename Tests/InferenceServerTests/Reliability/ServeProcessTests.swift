@@ -179,20 +179,50 @@ struct ServeProcessError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// Runs the `specserve` binary in the repository root; returns its exit status and standard error.
+func runSpecserve(_ arguments: [String]) throws -> (status: Int32, errors: String) {
+    let process = Process()
+    process.executableURL = ServeProcess.binary
+    process.currentDirectoryURL = Fixtures.repositoryRoot
+    process.arguments = arguments
+    let errors = Pipe()
+    process.standardError = errors
+    process.standardOutput = Pipe()
+    try process.run()
+    let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, message)
+}
+
 /// `specserve bench --kind` races only the prompts of that kind; an unknown kind is refused with the kinds there are.
 final class BenchCommandTests: XCTestCase {
     func testAnUnknownPromptKindIsRefusedNamingTheFileAndTheKindsThereAre() throws {
-        let process = Process()
-        process.executableURL = ServeProcess.binary
-        process.currentDirectoryURL = Fixtures.repositoryRoot
-        process.arguments = ["bench", "--model", "models/specserve-code", "--kind", "nope", "--repeats", "1"]
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = Pipe()
-        try process.run()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        XCTAssertNotEqual(process.terminationStatus, 0)
+        let (status, message) = try runSpecserve(["bench", "--model", "models/specserve-code", "--kind", "nope", "--repeats", "1"])
+        XCTAssertNotEqual(status, 0)
         XCTAssertTrue(message.contains("config/bench_prompts.json: no prompt of kind 'nope' (kinds: completion, edit)"), message)
+    }
+}
+
+/// The CLI drafts from the 2,048 most frequent tokens when the model folder ranks them, as the shipped config does;
+/// 0 scores every token; a size the vocabulary cannot hold names its flag.
+final class DraftVocabularyFlagTests: XCTestCase {
+    private let generate = ["generate", "--model", "models/specserve-code", "--draft-model", "models/specserve-code-draft",
+                            "--prompt", "def f(x):", "--max-tokens", "2", "--speculative", "mtp"]
+
+    func testTheCLIDraftsFromTheFrequentTokensByDefaultAndAllOfThemWithZero() throws {
+        let byDefault = try runSpecserve(generate)
+        XCTAssertEqual(byDefault.status, 0, byDefault.errors)
+        XCTAssertTrue(byDefault.errors.contains("draft drafts from the 2048 most frequent tokens, mtp drafts from the 2048 most frequent tokens"),
+                      byDefault.errors)
+        let all = try runSpecserve(generate + ["--draft-vocabulary", "0", "--mtp-vocabulary", "1024"])
+        XCTAssertEqual(all.status, 0, all.errors)
+        XCTAssertFalse(all.errors.contains("draft drafts from"), all.errors)
+        XCTAssertTrue(all.errors.contains("mtp drafts from the 1024 most frequent tokens"), all.errors)
+    }
+
+    func testASizeBeyondTheVocabularyNamesItsFlag() throws {
+        let (status, message) = try runSpecserve(generate + ["--mtp-vocabulary", "9000"])
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(message.contains("--mtp-vocabulary: a draft vocabulary of 9000 tokens: the vocabulary has 8192"), message)
     }
 }
