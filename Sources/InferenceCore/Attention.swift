@@ -106,7 +106,11 @@ private func attendRows(
             // scratch past `n` are zeroed after the exponentials so the tile's sum can run over whole vectors.
             for h in 0..<heads {
                 let qh = qr + h * d, s = scores + h * attentionTile
-                for j in 0..<n { s[j] = dot(qh, keys[j], d) * scale }
+                var j = 0
+                if d == 64 {
+                    while j + 8 <= n { scores8(qh, keys + j, scale, s + j); j += 8 }
+                }
+                while j < n { s[j] = dot(qh, keys[j], d) * scale; j += 1 }
             }
             // Online softmax update per head: rescale what came before by e^(m_old − m_new).
             for h in 0..<heads {
@@ -157,6 +161,69 @@ private func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPoint
 
 @inline(__always)
 private func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self) }
+
+/// Eight scores of one query head at head dim 64: `s[j] = dot(q, k[j], 64) · scale`, bitwise what `dot` gives
+/// (the same four FMAs per key in the same order, the same horizontal sum), but eight keys at once. A key at a
+/// time spent more on its horizontal sum (a chain of extracts and adds) than on its four FMAs; here each level of
+/// the sum handles two to eight keys per instruction. (Eight plain `horizontalSum` calls side by side are worse:
+/// the compiler rebuilds them from scalar lanes.)
+@inline(__always)
+func scores8(
+    _ q: UnsafePointer<Float>, _ k: UnsafePointer<UnsafePointer<Float>>, _ scale: Float,
+    _ s: UnsafeMutablePointer<Float>
+) {
+    let q0 = load16(q), q1 = load16(q + 16), q2 = load16(q + 32), q3 = load16(q + 48)
+    let v0 = chain64(q0, q1, q2, q3, k[0]), v1 = chain64(q0, q1, q2, q3, k[1])
+    let v2 = chain64(q0, q1, q2, q3, k[2]), v3 = chain64(q0, q1, q2, q3, k[3])
+    let v4 = chain64(q0, q1, q2, q3, k[4]), v5 = chain64(q0, q1, q2, q3, k[5])
+    let v6 = chain64(q0, q1, q2, q3, k[6]), v7 = chain64(q0, q1, q2, q3, k[7])
+    // The eight horizontal sums, packed: each level adds lane i to lane i + half of every key's vector exactly
+    // as `horizontalSum` does, two keys' halves side by side in one register.
+    let l1a = pairHalves(v0, v1), l1b = pairHalves(v2, v3), l1c = pairHalves(v4, v5), l1d = pairHalves(v6, v7)
+    let l2a = pairQuarters(l1a, l1b), l2b = pairQuarters(l1c, l1d)
+    let l3 = pairEighths(l2a, l2b)
+    let sums = l3.evenHalf + l3.oddHalf
+    UnsafeMutableRawPointer(s).storeBytes(of: sums * scale, as: SIMD8<Float>.self)
+}
+
+/// `[a.lo + a.hi | b.lo + b.hi]`: lanes 0–7 are a's `horizontalSum` first level, lanes 8–15 b's.
+@inline(__always)
+private func pairHalves(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+    SIMD16(lowHalf: a.lowHalf, highHalf: b.lowHalf) + SIMD16(lowHalf: a.highHalf, highHalf: b.highHalf)
+}
+
+/// From two level-1 vectors `[a8 | b8]`, `[c8 | d8]`: `[a4 | b4 | c4 | d4]`, each x4[i] = x8[i] + x8[i + 4].
+@inline(__always)
+private func pairQuarters(_ ab: SIMD16<Float>, _ cd: SIMD16<Float>) -> SIMD16<Float> {
+    let low = SIMD16(lowHalf: SIMD8(lowHalf: ab.lowHalf.lowHalf, highHalf: ab.highHalf.lowHalf),
+                     highHalf: SIMD8(lowHalf: cd.lowHalf.lowHalf, highHalf: cd.highHalf.lowHalf))
+    let high = SIMD16(lowHalf: SIMD8(lowHalf: ab.lowHalf.highHalf, highHalf: ab.highHalf.highHalf),
+                      highHalf: SIMD8(lowHalf: cd.lowHalf.highHalf, highHalf: cd.highHalf.highHalf))
+    return low + high
+}
+
+/// From two level-2 vectors of four keys each: the eight keys' `[x2]` pairs, x2[i] = x4[i] + x4[i + 2]
+/// (pairs of floats moved as one 64-bit element).
+@inline(__always)
+private func pairEighths(_ abcd: SIMD16<Float>, _ efgh: SIMD16<Float>) -> SIMD16<Float> {
+    let x = unsafeBitCast(abcd, to: SIMD8<Double>.self), y = unsafeBitCast(efgh, to: SIMD8<Double>.self)
+    let low = unsafeBitCast(SIMD8(lowHalf: x.evenHalf, highHalf: y.evenHalf), to: SIMD16<Float>.self)
+    let high = unsafeBitCast(SIMD8(lowHalf: x.oddHalf, highHalf: y.oddHalf), to: SIMD16<Float>.self)
+    return low + high
+}
+
+/// One key's 16-lane products with a head-dim-64 query, accumulated in `dot`'s order.
+@inline(__always)
+private func chain64(
+    _ q0: SIMD16<Float>, _ q1: SIMD16<Float>, _ q2: SIMD16<Float>, _ q3: SIMD16<Float>, _ key: UnsafePointer<Float>
+) -> SIMD16<Float> {
+    var v = SIMD16<Float>()
+    v = v.addingProduct(q0, load16(key))
+    v = v.addingProduct(q1, load16(key + 16))
+    v = v.addingProduct(q2, load16(key + 32))
+    v = v.addingProduct(q3, load16(key + 48))
+    return v
+}
 
 /// The largest of `n` floats (vector maxima, then the lanes; max is exact, so the order does not matter).
 @inline(__always)

@@ -45,6 +45,33 @@ final class AttentionTests: XCTestCase {
         return out
     }
 
+    /// The head-dim-64 score kernel takes eight keys at once with packed horizontal sums; each score must be
+    /// bitwise the one-key `dot` (a changed order would change the model's outputs, not just speed them up).
+    func testEightKeyScoresAreBitwiseTheOneKeyDotProducts() {
+        for seed in UInt64(0)..<20 {
+            let q = randomVector(64, seed: 100 + seed, scale: 3)
+            let keys = (0..<8).map { randomVector(64, seed: 200 + 8 * seed + UInt64($0), scale: 3) }
+            let scale: Float = 0.125
+            var got = [Float](repeating: .nan, count: 8)
+            q.withUnsafeBufferPointer { qp in
+                let pointers = keys.map { k -> UnsafeMutablePointer<Float> in
+                    let p = UnsafeMutablePointer<Float>.allocate(capacity: 64)
+                    p.initialize(from: k, count: 64)
+                    return p
+                }
+                defer { pointers.forEach { $0.deallocate() } }
+                let table = pointers.map { UnsafePointer($0) }
+                table.withUnsafeBufferPointer { t in
+                    got.withUnsafeMutableBufferPointer { scores8(qp.baseAddress!, t.baseAddress!, scale, $0.baseAddress!) }
+                }
+                for j in 0..<8 {
+                    let expected = dot(qp.baseAddress!, table[j], 64) * scale
+                    XCTAssertEqual(got[j].bitPattern, expected.bitPattern, "seed \(seed) key \(j)")
+                }
+            }
+        }
+    }
+
     func testCausalRowsMatchTheNaiveReferenceAcrossTileBoundaries() {
         for s in AttentionTests.shapes { shape = s; checkCausalRowsMatchTheNaiveReferenceAcrossTileBoundaries() }
     }
