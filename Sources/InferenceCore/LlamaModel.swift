@@ -75,11 +75,15 @@ public final class LlamaModel {
         rmsNorm(x.data, weight: finalNorm.data, epsilon: config.rmsNormEps, rows: m, dim: h, into: hidden.data)
         let logits = Tensor(shape: [m, config.vocabSize])
         let wanted = rows.indices.filter { rows[$0].wantsLogits }
-        if !wanted.isEmpty {
+        let allPrompt = wanted.allSatisfy { rows[$0].isPrompt }
+        let headPath: MatmulPath = allPrompt && wanted.count >= blasMinimumRows ? .blas : .streaming
+        if wanted.count == m {
+            // Every row (decode, verify, trees): straight into the output, no gather and copy.
+            matmul(hidden.data, rows: m, weight: lmHead, into: logits.data, path: headPath, pool: pool)
+        } else if !wanted.isEmpty {
             let gathered = Tensor(shape: [wanted.count, h])
             for (i, r) in wanted.enumerated() { gathered.row(i).update(from: hidden.row(r), count: h) }
-            let allPrompt = wanted.allSatisfy { rows[$0].isPrompt }
-            let out = vocabularyLogits(gathered, path: allPrompt && wanted.count >= blasMinimumRows ? .blas : .streaming)
+            let out = vocabularyLogits(gathered, path: headPath)
             for (i, r) in wanted.enumerated() { logits.row(r).update(from: out.row(i), count: config.vocabSize) }
         }
         return ForwardOutput(logits: logits, hidden: hidden, residual: x)
