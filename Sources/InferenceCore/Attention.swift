@@ -230,8 +230,12 @@ private func chain64(
 private func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     var v = SIMD16<Float>(repeating: -.infinity)
     var i = 0
-    while i + 16 <= n { v = pointwiseMax(v, load16(x + i)); i += 16 }
-    var m = v.max()
+    while i + 16 <= n { let y = load16(x + i); v = v.replacing(with: y, where: y .> v); i += 16 }
+    // Halves, quarters, … as compare-and-blend on registers (`v.max()` went lane by lane through memory).
+    let h8 = v.lowHalf.replacing(with: v.highHalf, where: v.highHalf .> v.lowHalf)
+    let h4 = h8.lowHalf.replacing(with: h8.highHalf, where: h8.highHalf .> h8.lowHalf)
+    let h2 = h4.lowHalf.replacing(with: h4.highHalf, where: h4.highHalf .> h4.lowHalf)
+    var m = h2[1] > h2[0] ? h2[1] : h2[0]
     while i < n { m = max(m, x[i]); i += 1 }
     return m
 }
