@@ -4,6 +4,27 @@ import XCTest
 final class SamplingTests: XCTestCase {
     let logits: [Float] = [1.0, 3.0, 2.0, 0.5, 3.0, -1.0]
 
+    /// The vectorised argmax against one scalar pass keeping the first maximum: lengths around the 16-lane
+    /// blocks, ties (the first wins), -inf and NaN entries.
+    func testArgmaxIsTheFirstMaximumLikeTheScalarPass() {
+        func naive(_ x: [Float]) -> Int {
+            var best = 0, value = -Float.infinity
+            for i in x.indices where x[i] > value { best = i; value = x[i] }
+            return best
+        }
+        var rng = SeededGenerator(seed: 7)
+        for n in [0, 1, 5, 15, 16, 17, 31, 32, 33, 100, 2048, 8192] {
+            for trial in 0..<20 {
+                // Few distinct values so ties are common.
+                var x = (0..<n).map { _ in Float(Int.random(in: -3...3, using: &rng)) }
+                if trial % 4 == 1 { for i in x.indices where Int.random(in: 0..<5, using: &rng) == 0 { x[i] = -.infinity } }
+                if trial % 4 == 2 { for i in x.indices where Int.random(in: 0..<5, using: &rng) == 0 { x[i] = .nan } }
+                if trial % 4 == 3 { x = x.map { _ in Int.random(in: 0..<3, using: &rng) == 0 ? .nan : -.infinity } }
+                XCTAssertEqual(argmax(x), naive(x), "n \(n) trial \(trial)")
+            }
+        }
+    }
+
     func testGreedyPicksTheFirstMaximum() {
         XCTAssertEqual(argmax(logits), 1)
         XCTAssertEqual(distribution(logits, .greedy), [0, 1, 0, 0, 0, 0])
