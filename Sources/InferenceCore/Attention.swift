@@ -49,14 +49,14 @@ public func tiledAttention(
     }
     let items = groups.count * shape.numKVHeads
     let qStride = shape.numHeads * shape.headDim
-    let largest = groups.map(\.count).max() ?? 0
+    let largestGroup = groups.map(\.count).max() ?? 0
     pool.parallelFor(items) { range in
         let heads = shape.numHeads / shape.numKVHeads
         // Per-thread scratch: one tile of scores per query head of the group, and per row: an accumulator per
         // head, the running maxima and sums.
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: heads * attentionTile)
-        let acc = UnsafeMutablePointer<Float>.allocate(capacity: largest * heads * shape.headDim)
-        let state = UnsafeMutablePointer<Float>.allocate(capacity: 2 * largest * heads)
+        let acc = UnsafeMutablePointer<Float>.allocate(capacity: largestGroup * heads * shape.headDim)
+        let state = UnsafeMutablePointer<Float>.allocate(capacity: 2 * largestGroup * heads)
         defer { scores.deallocate(); acc.deallocate(); state.deallocate() }
         for item in range {
             let kvHead = item / groups.count, group = groups[item % groups.count]
@@ -115,7 +115,7 @@ private func attendRows(
             // Online softmax update per head: rescale what came before by e^(m_old − m_new).
             for h in 0..<heads {
                 let s = scores + h * attentionTile
-                let tileMax = maximum(s, n)
+                let tileMax = largest(s, n)
                 let newMax = max(rowMax[h], tileMax)
                 let correction = rowMax[h] == -.infinity ? 0 : exp16(SIMD16(repeating: rowMax[h] - newMax))[0]
                 rowMax[h] = newMax
@@ -223,21 +223,6 @@ private func chain64(
     v = v.addingProduct(q2, load16(key + 32))
     v = v.addingProduct(q3, load16(key + 48))
     return v
-}
-
-/// The largest of `n` floats (vector maxima, then the lanes; max is exact, so the order does not matter).
-@inline(__always)
-private func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var v = SIMD16<Float>(repeating: -.infinity)
-    var i = 0
-    while i + 16 <= n { let y = load16(x + i); v = v.replacing(with: y, where: y .> v); i += 16 }
-    // Halves, quarters, … as compare-and-blend on registers (`v.max()` went lane by lane through memory).
-    let h8 = v.lowHalf.replacing(with: v.highHalf, where: v.highHalf .> v.lowHalf)
-    let h4 = h8.lowHalf.replacing(with: h8.highHalf, where: h8.highHalf .> h8.lowHalf)
-    let h2 = h4.lowHalf.replacing(with: h4.highHalf, where: h4.highHalf .> h4.lowHalf)
-    var m = h2[1] > h2[0] ? h2[1] : h2[0]
-    while i < n { m = max(m, x[i]); i += 1 }
-    return m
 }
 
 /// The sum of one tile of scores (`attentionTile` floats, zero past the tile's end): whole vectors added

@@ -64,21 +64,11 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 
 /// Index of the largest logit; the lowest index wins a tie (so greedy decoding is deterministic).
 public func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int {
-    // The largest value by 16-lane compare-and-blend (max is exact, so lanes may be combined in any order),
-    // then the first index holding it: the same answer as one scalar pass keeping the first maximum, in a
-    // fraction of the time (every verify row and every drafted token takes an argmax over the vocabulary).
+    // The largest value (`largest`), then the first index holding it: the same answer as one scalar pass keeping
+    // the first maximum, in a fraction of the time (every verify row and every drafted token takes an argmax).
     guard let base = logits.baseAddress else { return 0 }
     let n = logits.count
-    var v = SIMD16<Float>(repeating: -.infinity)
-    var i = 0
-    while i + 16 <= n {
-        let y = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD16<Float>.self)
-        v = v.replacing(with: y, where: y .> v)
-        i += 16
-    }
-    var best = -Float.infinity
-    for lane in 0..<16 where v[lane] > best { best = v[lane] }
-    while i < n { if base[i] > best { best = base[i] }; i += 1 }
+    let best = largest(base, n)
     guard best > -.infinity else { return 0 }  // nothing above -inf (all -inf or NaN): the scalar pass keeps 0
     for j in 0..<n where base[j] == best { return j }
     return 0

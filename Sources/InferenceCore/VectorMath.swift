@@ -1,4 +1,4 @@
-// Vectorised elementwise math for the kernels: e^x over 16 lanes.
+// Vectorised math for the kernels: e^x over 16 lanes, and the largest of n floats.
 //
 // Range reduction x = n·ln2 + r with |r| ≤ ln2/2 (ln2 split in two parts so r stays exact), e^r by a degree-6
 // Taylor/Horner polynomial (relative error < 2e-7 on the reduced range), then 2^n through the exponent bits.
@@ -45,4 +45,24 @@ func expInPlace(_ x: UnsafeMutablePointer<Float>, _ count: Int) {
         let e = exp16(v)
         for j in 0..<(count - i) { x[i + j] = e[j] }
     }
+}
+
+/// The largest of `n` floats, NaNs skipped (−∞ when there is nothing else): 16-lane compare-and-blend, then halves,
+/// quarters, … of the vector in registers (`SIMD16.max()` compiles to a lane-by-lane loop through memory). Max is
+/// exact, so the order of the comparisons does not change the result. Attention's tile maximum and `argmax` use it.
+@inline(__always)
+func largest(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var v = SIMD16<Float>(repeating: -.infinity)
+    var i = 0
+    while i + 16 <= n {
+        let y = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+        v = v.replacing(with: y, where: y .> v)
+        i += 16
+    }
+    let h8 = v.lowHalf.replacing(with: v.highHalf, where: v.highHalf .> v.lowHalf)
+    let h4 = h8.lowHalf.replacing(with: h8.highHalf, where: h8.highHalf .> h8.lowHalf)
+    let h2 = h4.lowHalf.replacing(with: h4.highHalf, where: h4.highHalf .> h4.lowHalf)
+    var m = h2[1] > h2[0] ? h2[1] : h2[0]
+    while i < n { if x[i] > m { m = x[i] }; i += 1 }
+    return m
 }
