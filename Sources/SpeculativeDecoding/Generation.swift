@@ -131,14 +131,19 @@ public final class Generation {
     /// Whether a forward of the current step carried other requests' rows.
     private var stepShared = false
     private var draftRowCount = 0
+    /// The time, in seconds: every timing auto-off judges by is read from it.
+    private let now: () -> Double
 
     /// `drafter` nil means plain decoding (`none`). `maxTreeNodes` bounds the cache slots a draft tree may use.
+    /// `now` reads the time (tests pass a fixed clock, which leaves every timing at zero and auto-off to the
+    /// calibrated cost model).
     public init(target: LlamaModel, prompt: [Int], maxTokens: Int, sampling: SamplingParameters = .greedy,
                 stopTokens: Set<Int> = [], drafter: Drafter? = nil, settings: SpeculationSettings = .init(),
-                maxTreeNodes: Int = 64) {
+                maxTreeNodes: Int = 64, now: @escaping () -> Double = monotonicSeconds) {
         precondition(!prompt.isEmpty, "an empty prompt has nothing to continue")
         precondition(prompt.count < target.config.maxPositionEmbeddings, "the prompt fills the whole context")
         self.target = target
+        self.now = now
         self.drafter = drafter
         self.sampling = sampling
         self.settings = settings
@@ -180,7 +185,7 @@ public final class Generation {
     public func prefillRows(upTo end: Int? = nil) -> [Row] {
         let end = min(end ?? promptCount, promptCount)
         precondition(end > prefilled, "nothing left to prefill")
-        if prefilled == 0 { stepStart = monotonicSeconds() }
+        if prefilled == 0 { stepStart = now() }
         prefillEnd = end
         return (prefilled..<end).map {
             Row(token: context[$0], position: $0, cache: cache, isPrompt: true, wantsLogits: $0 == promptCount - 1)
@@ -209,7 +214,7 @@ public final class Generation {
             drafter.start(tokens: context, hidden: hidden)
         }
         promptHidden = nil
-        promptSeconds += monotonicSeconds() - stepStart
+        promptSeconds += now() - stepStart
         return emitted
     }
 
@@ -226,7 +231,7 @@ public final class Generation {
     public func beginStep() {
         precondition(!isFinished && context.count > promptCount, "prefill first")
         guard case .none = proposal else { return }
-        let start = monotonicSeconds()
+        let start = now()
         pendingTree = DraftTree()
         proposal = .ready
         stepShared = false
@@ -247,7 +252,7 @@ public final class Generation {
             } else {
                 pendingTree = drafter.propose(tokens: context, limit: min(draftLength, room), sampling: sampling, rng: &rng)
             }
-            stats.draftSeconds += monotonicSeconds() - start
+            stats.draftSeconds += now() - start
         }
     }
 
@@ -260,7 +265,7 @@ public final class Generation {
     /// Rows for the next forward of `draftModel`; empty when the proposal needs no more forwards.
     public func draftRows() -> [Row] {
         guard case let .stepping(d) = proposal else { return [] }
-        draftForwardStart = monotonicSeconds()
+        draftForwardStart = now()
         let rows = d.proposalRows()
         draftRowCount = rows.count
         return rows
@@ -275,7 +280,7 @@ public final class Generation {
             pendingTree = d.finishProposal()
             proposal = .ready
         }
-        stats.draftSeconds += monotonicSeconds() - draftForwardStart
+        stats.draftSeconds += now() - draftForwardStart
     }
 
     /// The next verification batch: the pending token and, when speculating, the drafter's tree. Drives the
@@ -288,7 +293,7 @@ public final class Generation {
             completeDraft(d.draftModel.forward(rows), offset: 0)
         }
         proposal = .none
-        stepStart = monotonicSeconds()
+        stepStart = now()
         return pendingTree.verificationRows(pending: context[context.count - 1], position: cache.count, cache: cache)
     }
 
@@ -302,7 +307,7 @@ public final class Generation {
         let n = cache.count
         cache.append(1)
         cache.compact(keeping: outcome.path.map { n + 1 + $0 })
-        let elapsed = monotonicSeconds() - stepStart
+        let elapsed = now() - stepStart
         decodeSeconds += elapsed
         let solo = !stepShared && offset == 0 && output.logits.rows == tree.count + 1
         if tree.isEmpty {
@@ -328,10 +333,10 @@ public final class Generation {
         draftMark = stats.draftSeconds
         // The drafter hears every step, plain ones too, so it can resume in step after a pause.
         if !isFinished, let drafter {
-            let commitStart = monotonicSeconds()
+            let commitStart = now()
             let rows = [0] + outcome.path.map { $0 + 1 }
             drafter.commit(tokens: context, tree: tree, outcome: outcome, hidden: rows.map { output.hidden(row: offset + $0) })
-            stats.draftSeconds += monotonicSeconds() - commitStart
+            stats.draftSeconds += now() - commitStart
         }
         return emitted
     }

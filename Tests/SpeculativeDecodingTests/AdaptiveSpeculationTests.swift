@@ -40,8 +40,13 @@ final class AdaptiveSpeculationTests: XCTestCase {
         return Array(g.generated)
     }
 
-    private func run(_ drafter: Drafter, _ settings: SpeculationSettings, maxTokens: Int = 60) -> Generation {
-        let g = Generation(target: target, prompt: prompt, maxTokens: maxTokens, drafter: drafter, settings: settings)
+    /// A clock that never moves: every step times at zero, so auto-off is left to the calibrated cost model and
+    /// does not depend on how fast this machine runs the toy model at the moment.
+    static let stoppedClock: @Sendable () -> Double = { 0 }
+
+    private func run(_ drafter: Drafter, _ settings: SpeculationSettings, maxTokens: Int = 60,
+                     now: @escaping () -> Double = monotonicSeconds) -> Generation {
+        let g = Generation(target: target, prompt: prompt, maxTokens: maxTokens, drafter: drafter, settings: settings, now: now)
         g.run()
         return g
     }
@@ -203,7 +208,8 @@ final class AdaptiveSpeculationTests: XCTestCase {
 
     func testSpeculationSwitchedOffIsTriedAgainAfterAPauseThatDoublesWhileItKeepsFailing() {
         let expected = plain(maxTokens: 200)
-        let g = run(ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: false), retrying(16), maxTokens: 200)
+        let g = run(ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: false), retrying(16), maxTokens: 200,
+                now: Self.stoppedClock)
         XCTAssertEqual(Array(g.generated), expected)
         XCTAssertTrue(g.stats.autoDisabled)
         // 8 warm-up steps (tokens 2–9), 16 plain, a 4-step try, 32 plain, a try, 64 plain, a try, then 128 plain
@@ -212,7 +218,8 @@ final class AdaptiveSpeculationTests: XCTestCase {
         XCTAssertEqual(g.stats.steps, 8 + 3 * 4)
         XCTAssertEqual(g.stats.plainSteps, 16 + 32 + 64 + (200 - 1 - 8 - 16 - 4 - 32 - 4 - 64 - 4))
         // With retries off the same request never speculates again.
-        let once = run(ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: false), retrying(0), maxTokens: 200)
+        let once = run(ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: false), retrying(0), maxTokens: 200,
+                       now: Self.stoppedClock)
         XCTAssertEqual(once.stats.retries, 0)
         XCTAssertEqual(once.stats.steps, 8)
     }
@@ -221,7 +228,8 @@ final class AdaptiveSpeculationTests: XCTestCase {
         let expected = plain(maxTokens: 120)
         // Wrong for the first 40 tokens: off after the warm-up, a failed try at token 25, then at token 61 drafts
         // are right and the try keeps going to the end.
-        let g = run(ScriptedDrafter(continuation: expected, promptCount: prompt.count, rightFrom: 40), retrying(16), maxTokens: 120)
+        let g = run(ScriptedDrafter(continuation: expected, promptCount: prompt.count, rightFrom: 40), retrying(16), maxTokens: 120,
+                now: Self.stoppedClock)
         XCTAssertEqual(Array(g.generated), expected)
         XCTAssertTrue(g.stats.autoDisabled)
         XCTAssertEqual(g.stats.retries, 2)
@@ -236,7 +244,7 @@ final class AdaptiveSpeculationTests: XCTestCase {
         // Wrong before token 40 (off, a failed try), right until 200 (a long paying stretch), wrong after.
         let g = Generation(target: target, prompt: prompt, maxTokens: 300,
                            drafter: ScriptedDrafter(continuation: expected, promptCount: prompt.count, rightFrom: 40, rightUntil: 200),
-                           settings: retrying(16))
+                           settings: retrying(16), now: Self.stoppedClock)
         g.completePrefill(target.forward(g.prefillRows()))
         var pauses: [Int] = [], paused = false
         while !g.isFinished {
