@@ -14,6 +14,10 @@ State in <state-dir>/draft-distill/ (see stage.py); the checkpoints have train_l
 so `export.py --run draft-distill` exports the distilled draft.
 
 Usage: python3 tools/train/distill_draft.py [--tokens 10e6] [--threads 2] [--device cuda]
+       on the target's own continuations (rollouts.py), from the distilled draft:
+       python3 tools/train/distill_draft.py --run draft-rollouts --draft-run draft-distill \
+           --train-bin tools/train/work/tokens/rollouts-train.bin \
+           --valid-bin tools/train/work/tokens/rollouts-valid.bin --mix-corpus 0.25 --tokens 1.5e6
        trial on an unfinished run: --target-ckpt PATH --draft-ckpt PATH --state-dir /tmp/x
 """
 import argparse
@@ -37,6 +41,11 @@ def parse_args(argv=None):
     ap.add_argument("--draft-ckpt", help="a draft checkpoint; default: the newest of a finished --draft-run")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--ce-weight", type=float, default=0.0, help="weight of the hard-label cross-entropy")
+    ap.add_argument("--train-bin", default=stage.TRAIN_BIN,
+                    help="training ids (default the corpus' train split; rollouts.py writes the target's own text)")
+    ap.add_argument("--valid-bin", default=stage.VALID_BIN, help="validation ids (default the corpus' valid split)")
+    ap.add_argument("--mix-corpus", type=float, default=0.0,
+                    help="with --train-bin: this fraction of each batch's sequences comes from the corpus' train split")
     return ap.parse_args(argv)
 
 
@@ -63,15 +72,19 @@ def main(argv=None):
     draft = load_checkpoint_model(init_path).to(args.device)
     if draft.config.vocab_size != target.config.vocab_size:
         sys.exit("draft and target vocabularies differ")
-    data = stage.Data(stage.TRAIN_BIN, args.seq_len, args.seed)
+    data = stage.Data(args.train_bin, args.seq_len, args.seed)
+    corpus = stage.Data(stage.TRAIN_BIN, args.seq_len, args.seed + 1) if args.mix_corpus > 0 else None
+    from_corpus = round(args.batch * args.mix_corpus)
     extra = {"model_config": init_state["model_config"],
              "init": {"path": os.path.abspath(init_path), "step": init_state["step"],
                       "tokens_seen": init_state["tokens_seen"], "elapsed_s": init_state["elapsed_s"]}}
     run = stage.Run(args, draft, data, target_ident, extra)
-    windows = eval_windows(stage.VALID_BIN, args.seq_len, args.eval_seqs)
+    windows = eval_windows(args.valid_bin, args.seq_len, args.eval_seqs)
 
     def step_fn():
-        batch = data.batch(args.batch).to(args.device)
+        batch = data.batch(args.batch - from_corpus) if corpus is None or from_corpus == 0 else \
+            torch.cat([data.batch(args.batch - from_corpus), corpus.batch(from_corpus)])
+        batch = batch.to(args.device)
         x, y = batch[:, :-1], batch[:, 1:]
         with stage.autocast(args):
             with torch.no_grad():

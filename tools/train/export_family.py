@@ -19,7 +19,7 @@ logits as without them; the Medusa and MTP tensors read back equal, name by name
 ones rounded to the storage dtype; both folders' tokenizer.json are identical; the safetensors
 files together stay under --max-mb.
 
-Inputs: the newest checkpoints of the finished runs (target, draft-distill, medusa, mtp) and
+Inputs: the newest checkpoints of the finished runs (target, draft-rollouts, medusa, mtp) and
 <state-dir>/report/acceptance.json; --*-ckpt and --report override them (trials on unfinished runs).
 With --require-all (run_all.sh) every part must exist; otherwise a missing part is left out.
 
@@ -50,7 +50,7 @@ def parse_args(argv=None):
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "models"))
     ap.add_argument("--target-name", default="specserve-code")
     ap.add_argument("--draft-name", default="specserve-code-draft")
-    for name, run in [("target", "target"), ("draft", "draft-distill"), ("medusa", "medusa"), ("mtp", "mtp")]:
+    for name, run in [("target", "target"), ("draft", "draft-rollouts"), ("medusa", "medusa"), ("mtp", "mtp")]:
         ap.add_argument(f"--{name}-run", default=run)
         ap.add_argument(f"--{name}-ckpt")
     ap.add_argument("--report", help="report path without extension; default <state-dir>/report/acceptance")
