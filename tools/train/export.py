@@ -53,6 +53,27 @@ def read_log(run_dir):
     return evals, trains
 
 
+def training_stages(state):
+    """(tokens, seconds, what) of each stage that led to this checkpoint, oldest first, following `init`."""
+    stages = []
+    while True:
+        args = state["args"]
+        init = state.get("init")
+        if not init:
+            stages.append((state["tokens_seen"], state["elapsed_s"], "pre-training on the corpus"))
+            return stages[::-1]
+        on = "the target's own greedy continuations" if "rollouts" in str(args.get("train_bin", "")) else "corpus text"
+        mix = f", {args['mix_corpus']:g} of each batch corpus text" if args.get("mix_corpus") else ""
+        stages.append((state["tokens_seen"], state["elapsed_s"],
+                       f"distilling the target's logits on {on} (KL, temperature {args.get('temperature', 1.0):g}, "
+                       f"CE weight {args.get('ce_weight', 0.0):g}{mix})"))
+        if os.path.exists(init["path"]):
+            state = torch.load(init["path"], map_location="cpu", weights_only=False)
+        else:  # the stage before is gone: its figures as recorded
+            stages.append((init["tokens_seen"], init["elapsed_s"], "earlier training"))
+            return stages[::-1]
+
+
 def model_card(name, state, params, evals, storage, size_bytes, sections=()):
     """The model card; `sections` are extra markdown blocks inserted before the data section."""
     with open(MANIFEST) as f:
@@ -77,16 +98,16 @@ def model_card(name, state, params, evals, storage, size_bytes, sections=()):
         f"| Storage | {storage}, {size_bytes / 1e6:.1f} MB |",
         f"| Tokenizer | byte-level BPE, {cfg['vocab_size']} tokens, `<|endoftext|>` = 0 |",
     ]
-    init = state.get("init")
-    if init:  # a distilled model: pre-training run, then distillation on the target's logits
+    stages = training_stages(state)
+    if len(stages) > 1:  # pre-training, then one or more distillations, each from the one before
+        args = state["args"]
+        what = "; then ".join(f"{t:,} {d}" for t, _, d in stages)
         lines += [
-            f"| Tokens trained | {init['tokens_seen'] + state['tokens_seen']:,}: {init['tokens_seen']:,} pre-training "
-            f"on the corpus, then {state['tokens_seen']:,} distilling the target's logits (KL, temperature "
-            f"{args.get('temperature', 1.0):g}, CE weight {args.get('ce_weight', 0.0):g}; sequence {args['seq_len']}, "
-            f"batch {args['batch']}) |",
-            f"| Training time | {(init['elapsed_s'] + state['elapsed_s']) / 3600:.2f} h on {args['device']} "
-            f"({init['elapsed_s'] / 3600:.2f} h pre-training + {state['elapsed_s'] / 3600:.2f} h distillation; "
-            f"{args['threads']} threads, {args['precision']}) |",
+            f"| Tokens trained | {sum(t for t, _, _ in stages):,}: {what} (sequence {args['seq_len']}, batch "
+            f"{args['batch']}) |",
+            f"| Training time | {sum(e for _, e, _ in stages) / 3600:.2f} h on {args['device']} ("
+            + " + ".join(f"{e / 3600:.2f} h" for _, e, _ in stages)
+            + f"; {args['threads']} threads, {args['precision']}) |",
         ]
     else:
         lines += [
@@ -95,10 +116,12 @@ def model_card(name, state, params, evals, storage, size_bytes, sections=()):
             f"| Training time | {state['elapsed_s'] / 3600:.2f} h on {args['device']} ({args['threads']} threads, "
             f"{args['precision']}) |",
         ]
+    on_rollouts = "rollouts" in str(args.get("valid_bin", ""))
     if last:
         bpb = f", {last['val_bits_per_byte']} bits/byte" if "val_bits_per_byte" in last else ""
+        held_out = "tokens of the target's held-out greedy continuations" if on_rollouts else "fixed held-out tokens"
         lines.append(f"| Validation loss | {last['val_loss']} nats/token{bpb} (step {last['step']}, "
-                     f"{last['val_tokens']:,} fixed held-out tokens) |")
+                     f"{last['val_tokens']:,} {held_out}) |")
     for section in sections:
         lines += ["", section.rstrip("\n")]
     lines += [

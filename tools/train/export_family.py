@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stage  # noqa: E402
 from acceptance_report import markdown  # noqa: E402
-from export import DTYPES, export_checkpoint, read_log, update_config  # noqa: E402
+from export import DTYPES, export_checkpoint, read_log, training_stages, update_config  # noqa: E402
 from heads import MedusaHeads, MTPModule, param_count  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -232,11 +232,11 @@ def main(argv=None):
             update_config(target_out, {"medusa_topk_accuracy": [h["rank_accuracy"] for h in heads]})
 
     if "draft" in states:
-        init = states["draft"].get("init", {})
+        stages = training_stages(states["draft"])
+        steps = ", then ".join(f"{d} ({t:,} tokens)" for t, _, d in stages)
         d_sections = [f"## Role\n\nDraft model for speculative decoding with `{args.target_name}` (same tokenizer, "
-                      f"identical `tokenizer.json`): pre-trained on the corpus (`train_lm.py --preset draft`, "
-                      f"{init.get('tokens_seen', 0):,} tokens), then distilled on the frozen target's logits "
-                      f"(`distill_draft.py`, KL(target || draft)).\n"]
+                      f"identical `tokenizer.json`): {steps} (`train_lm.py --preset draft`, then `distill_draft.py`, "
+                      f"KL(target || draft); the last stage on `rollouts.py` output, see `tools/train/README.md`).\n"]
         if report and report.get("draft"):
             d_sections.append("## Offline acceptance (greedy speculative decoding)\n\n"
                               + markdown(report, parts=("draft",)))
