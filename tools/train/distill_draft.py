@@ -82,8 +82,9 @@ def main(argv=None):
     windows = eval_windows(args.valid_bin, args.seq_len, args.eval_seqs)
 
     def step_fn():
-        batch = data.batch(args.batch - from_corpus) if corpus is None or from_corpus == 0 else \
-            torch.cat([data.batch(args.batch - from_corpus), corpus.batch(from_corpus)])
+        batch = data.batch(args.batch - from_corpus)
+        if from_corpus:
+            batch = torch.cat([batch, corpus.batch(from_corpus)])
         batch = batch.to(args.device)
         x, y = batch[:, :-1], batch[:, 1:]
         with stage.autocast(args):

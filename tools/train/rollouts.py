@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stage  # noqa: E402
+from heads import greedy_continue  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -45,20 +46,6 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     return ap.parse_args(argv)
-
-
-@torch.no_grad()
-def greedy(model, prompts, new_tokens):
-    """Greedy continuations of equal-length prompts [batch, n] with the KV cache: [batch, new_tokens]."""
-    out = model(input_ids=prompts, use_cache=True)
-    past, logits = out.past_key_values, out.logits[:, -1]
-    steps = []
-    for _ in range(new_tokens):
-        nxt = logits.float().argmax(-1, keepdim=True)
-        steps.append(nxt)
-        out = model(input_ids=nxt, past_key_values=past, use_cache=True)
-        past, logits = out.past_key_values, out.logits[:, -1]
-    return torch.cat(steps, 1)
 
 
 def main(argv=None):
@@ -90,7 +77,8 @@ def main(argv=None):
             n = int(rng.integers(args.prompt_min, args.prompt_max + 1))
             starts = rng.integers(0, len(corpus) - n, size=args.batch)
             prompts = torch.from_numpy(np.stack([corpus[s:s + n].astype(np.int64) for s in starts])).to(args.device)
-            cont = greedy(target, prompts, args.new_tokens).cpu()
+            with torch.no_grad():
+                cont = greedy_continue(target, prompts, args.new_tokens)[0].cpu()
             eos = torch.zeros(args.batch, 1, dtype=torch.int64)
             rows = torch.cat([prompts.cpu(), cont, eos], 1).numpy().astype(np.uint16)
             f.write(rows.tobytes())
