@@ -10,16 +10,20 @@
    at position i + s - 1 with h' and the drafted token), at every start position.
 4. Zero-initialised Medusa heads are the identity (they start as the lm_head's prediction).
 5. The greedy continuation with a KV cache equals argmax decoding without one.
+6. A model card's training stages follow each checkpoint's `init` back to pre-training (the shipped draft:
+   pre-training, distillation on corpus text, distillation on the target's own continuations).
 
 Usage: python3 tools/train/selfcheck.py
 """
 import os
 import sys
+import tempfile
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from heads import MTPCache, MTPModule, MedusaHeads, greedy_continue  # noqa: E402
+from export import training_stages  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 
@@ -90,6 +94,20 @@ def main():
         close(lg[:, s], full, f"greedy step {s}: cached logits == full forward", tol=1e-4)
         seq = torch.cat([seq, full.argmax(-1, keepdim=True)], 1)
     assert torch.equal(seq[:, 7:], toks)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = os.path.join(tmp, "pre.pt")
+        torch.save({"args": {}, "tokens_seen": 100, "elapsed_s": 1.0}, pre)
+        corpus = os.path.join(tmp, "corpus.pt")
+        torch.save({"args": {"train_bin": "work/tokens/train.bin"}, "tokens_seen": 50, "elapsed_s": 2.0,
+                    "init": {"path": pre, "tokens_seen": 100, "elapsed_s": 1.0}}, corpus)
+        last = {"args": {"train_bin": "/s/rollouts/train.bin", "mix_corpus": 0.25}, "tokens_seen": 20, "elapsed_s": 3.0,
+                "init": {"path": corpus, "tokens_seen": 50, "elapsed_s": 2.0}}
+        stages = training_stages(last)
+        assert [(t, e) for t, e, _ in stages] == [(100, 1.0), (50, 2.0), (20, 3.0)], stages
+        assert "pre-training" in stages[0][2] and "corpus text" in stages[1][2], stages
+        assert "own greedy continuations" in stages[2][2] and "0.25" in stages[2][2], stages
+    print("ok  model card stages: pre-training -> corpus distillation -> rollout distillation")
     print("selfcheck passed")
 
 
