@@ -120,11 +120,11 @@ public struct SpeculationConfig: Sendable, Equatable {
     public struct AutoDisable: Sendable, Equatable {
         /// Switch speculation off for a request whose expected speedup stays below `breakEven`.
         public var enabled = true
-        public var breakEven = 1.0
+        public var breakEven = SpeculationSettings().breakEven
         /// Speculative steps measured before deciding.
-        public var warmupSteps = 8
+        public var warmupSteps = SpeculationSettings().warmupSteps
         /// Plain steps before a request tries speculation again (doubling after each failed try); 0: never.
-        public var retryAfter = 16
+        public var retryAfter = SpeculationSettings().retryAfter
         public init() {}
     }
 
