@@ -50,7 +50,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--state-dir", default="/root/specserve-train")
     ap.add_argument("--out", help="output path without extension; default <state-dir>/report/acceptance")
-    for name, run in [("target", "target"), ("draft", "draft-rollouts"), ("medusa", "medusa"), ("mtp", "mtp")]:
+    for name, run in stage.SHIPPED_RUNS:
         ap.add_argument(f"--{name}-run", default=run)
         ap.add_argument(f"--{name}-ckpt", help=f"a {name} checkpoint; default: the newest of a finished run")
     ap.add_argument("--samples", type=int, default=128)

@@ -41,11 +41,7 @@ def parse_args(argv=None):
     ap.add_argument("--draft-ckpt", help="a draft checkpoint; default: the newest of a finished --draft-run")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--ce-weight", type=float, default=0.0, help="weight of the hard-label cross-entropy")
-    ap.add_argument("--train-bin", default=stage.TRAIN_BIN,
-                    help="training ids (default the corpus' train split; rollouts.py writes the target's own text)")
-    ap.add_argument("--valid-bin", default=stage.VALID_BIN, help="validation ids (default the corpus' valid split)")
-    ap.add_argument("--mix-corpus", type=float, default=0.0,
-                    help="with --train-bin: this fraction of each batch's sequences comes from the corpus' train split")
+    stage.add_data_args(ap)
     return ap.parse_args(argv)
 
 
@@ -67,25 +63,17 @@ def main(argv=None):
     if stage.already_done(args):
         return 0
     target, target_ident = stage.frozen_target(args)
-    init_path = stage.newest_finished(args.state_dir, args.draft_run, args.draft_ckpt, what="draft")
-    init_state = torch.load(init_path, map_location="cpu", weights_only=False)
+    init_path, init_state, init = stage.load_init(args.state_dir, args.draft_run, args.draft_ckpt, "draft")
     draft = load_checkpoint_model(init_path).to(args.device)
     if draft.config.vocab_size != target.config.vocab_size:
         sys.exit("draft and target vocabularies differ")
-    data = stage.Data(args.train_bin, args.seq_len, args.seed)
-    corpus = stage.Data(stage.TRAIN_BIN, args.seq_len, args.seed + 1) if args.mix_corpus > 0 else None
-    from_corpus = round(args.batch * args.mix_corpus)
-    extra = {"model_config": init_state["model_config"],
-             "init": {"path": os.path.abspath(init_path), "step": init_state["step"],
-                      "tokens_seen": init_state["tokens_seen"], "elapsed_s": init_state["elapsed_s"]}}
+    data = stage.TrainData(args, args.seq_len, args.seed)
+    extra = {"model_config": init_state["model_config"], "init": init}
     run = stage.Run(args, draft, data, target_ident, extra)
     windows = eval_windows(args.valid_bin, args.seq_len, args.eval_seqs)
 
     def step_fn():
-        batch = data.batch(args.batch - from_corpus)
-        if from_corpus:
-            batch = torch.cat([batch, corpus.batch(from_corpus)])
-        batch = batch.to(args.device)
+        batch = data.batch(args.batch).to(args.device)
         x, y = batch[:, :-1], batch[:, 1:]
         with stage.autocast(args):
             with torch.no_grad():

@@ -53,25 +53,40 @@ def read_log(run_dir):
     return evals, trains
 
 
+def stage_chain(state):
+    """The checkpoint states that led to this one, oldest first, following `init`; a stage whose checkpoint
+    is gone appears as its `init` record (tokens_seen, elapsed_s; no args)."""
+    chain = [state]
+    while chain[-1].get("init"):
+        init = chain[-1]["init"]
+        if not os.path.exists(init["path"]):
+            chain.append({"tokens_seen": init["tokens_seen"], "elapsed_s": init["elapsed_s"]})
+            break
+        chain.append(torch.load(init["path"], map_location="cpu", weights_only=False))
+    return chain[::-1]
+
+
+def on_rollouts(args):
+    """True when a stage trained on rollouts.py's continuations rather than corpus text."""
+    return "rollouts" in str(args.get("train_bin") or "")
+
+
 def training_stages(state):
-    """(tokens, seconds, what) of each stage that led to this checkpoint, oldest first, following `init`."""
+    """(tokens, seconds, what) of each stage that led to this language-model checkpoint, oldest first."""
     stages = []
-    while True:
-        args = state["args"]
-        init = state.get("init")
-        if not init:
-            stages.append((state["tokens_seen"], state["elapsed_s"], "pre-training on the corpus"))
-            return stages[::-1]
-        on = "the target's own greedy continuations" if "rollouts" in str(args.get("train_bin", "")) else "corpus text"
-        mix = f", {args['mix_corpus']:g} of each batch corpus text" if args.get("mix_corpus") else ""
-        stages.append((state["tokens_seen"], state["elapsed_s"],
-                       f"distilling the target's logits on {on} (KL, temperature {args.get('temperature', 1.0):g}, "
-                       f"CE weight {args.get('ce_weight', 0.0):g}{mix})"))
-        if os.path.exists(init["path"]):
-            state = torch.load(init["path"], map_location="cpu", weights_only=False)
-        else:  # the stage before is gone: its figures as recorded
-            stages.append((init["tokens_seen"], init["elapsed_s"], "earlier training"))
-            return stages[::-1]
+    for i, st in enumerate(stage_chain(state)):
+        args = st.get("args")
+        if args is None:
+            what = "earlier training"
+        elif i == 0 and not st.get("init"):
+            what = "pre-training on the corpus"
+        else:
+            on = "the target's own greedy continuations" if on_rollouts(args) else "corpus text"
+            mix = f", {args['mix_corpus']:g} of each batch corpus text" if args.get("mix_corpus") else ""
+            what = (f"distilling the target's logits on {on} (KL, temperature {args.get('temperature', 1.0):g}, "
+                    f"CE weight {args.get('ce_weight', 0.0):g}{mix})")
+        stages.append((st["tokens_seen"], st["elapsed_s"], what))
+    return stages
 
 
 def model_card(name, state, params, evals, storage, size_bytes, sections=()):

@@ -19,7 +19,8 @@ logits as without them; the Medusa and MTP tensors read back equal, name by name
 ones rounded to the storage dtype; both folders' tokenizer.json are identical; the safetensors
 files together stay under --max-mb.
 
-Inputs: the newest checkpoints of the finished runs (target, draft-rollouts, medusa, mtp) and
+Inputs: the newest checkpoints of the finished runs (stage.SHIPPED_RUNS: target, draft-rollouts,
+medusa-rollouts, mtp-rollouts) and
 <state-dir>/report/acceptance.json; --*-ckpt and --report override them (trials on unfinished runs).
 With --require-all (run_all.sh) every part must exist; otherwise a missing part is left out.
 
@@ -37,7 +38,7 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stage  # noqa: E402
 from acceptance_report import markdown  # noqa: E402
-from export import DTYPES, export_checkpoint, read_log, training_stages, update_config  # noqa: E402
+from export import DTYPES, export_checkpoint, on_rollouts, read_log, stage_chain, training_stages, update_config  # noqa: E402,E501
 from heads import MedusaHeads, MTPModule, param_count  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,7 +51,7 @@ def parse_args(argv=None):
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "models"))
     ap.add_argument("--target-name", default="specserve-code")
     ap.add_argument("--draft-name", default="specserve-code-draft")
-    for name, run in [("target", "target"), ("draft", "draft-rollouts"), ("medusa", "medusa"), ("mtp", "mtp")]:
+    for name, run in stage.SHIPPED_RUNS:
         ap.add_argument(f"--{name}-run", default=run)
         ap.add_argument(f"--{name}-ckpt")
     ap.add_argument("--report", help="report path without extension; default <state-dir>/report/acceptance")
@@ -130,26 +131,49 @@ def verify_hf(out, reference_loaded, mtp_names):
     return len(unexpected)
 
 
+def hours(seconds):
+    return f"{seconds / 3600:.2f} h"
+
+
 def medusa_section(state, ckpt):
     cfg, ev = state["medusa"], last_eval(ckpt)
     heads = MedusaHeads(cfg["hidden_size"], cfg["medusa_num_heads"], cfg["medusa_num_layers"])
     args = state["args"]
     acc = ", ".join(f"head {h}: top-1 {ev[f'val_top1_h{h}']:.3f} / top-5 {ev[f'val_top5_h{h}']:.3f}"
                     for h in range(cfg["medusa_num_heads"]) if f"val_top1_h{h}" in ev)
+    done = []
+    for st in stage_chain(state):
+        a = st.get("args") or {}
+        if a.get("train_bin"):
+            done.append(f"{st['tokens_seen']:,} positions teacher forced on windows of the target's stored greedy "
+                        f"continuations (`rollouts.py`), {hours(st['elapsed_s'])}")
+        else:
+            done.append(f"{st['tokens_seen']:,} positions of the frozen target's own greedy continuations of "
+                        f"training-text prefixes, generated during training, {hours(st['elapsed_s'])}")
     return (f"## Medusa heads (`medusa_lm_head.safetensors`)\n\n"
             f"{cfg['medusa_num_heads']} heads x {cfg['medusa_num_layers']} ResBlock `x + SiLU(W x + b)`, layout v2 "
             f"(the target's lm_head is shared; no vocabulary projection stored), {param_count(heads):,} parameters. "
             f"Head h reads the target's final hidden state after the final norm at position i and predicts token "
-            f"i + 2 + h. Self-distillation on {state['tokens_seen']:,} positions of the frozen target's own greedy "
-            f"continuations of training-text prefixes (soft labels: the target's distributions along the "
-            f"continuation), {state['elapsed_s'] / 3600:.2f} h on {args['device']}. Validation (greedy "
-            f"continuations of {args['eval_seqs']} held-out prefixes, step {ev.get('step', '?')}): {acc}.\n")
+            f"i + 2 + h. Self-distillation (soft labels: the target's distributions along its continuation) on "
+            f"{'; then '.join(done)}; on {args['device']}. Validation (greedy continuations of {args['eval_seqs']} "
+            f"held-out prefixes, step {ev.get('step', '?')}): {acc}.\n")
 
 
 def mtp_section(state, ckpt, layer):
     ev, args = last_eval(ckpt), state["args"]
     n = sum(v.numel() for v in state["model"].values())
     figures = ", ".join(f"t+{s}: {ev[f'val_top1_t{s}']:.3f}" for s in (2, 3, 4) if f"val_top1_t{s}" in ev)
+    done = []
+    for st in stage_chain(state):
+        a = st.get("args") or {}
+        if on_rollouts(a):
+            mix = f", {a['mix_corpus']:g} of each batch corpus text" if a.get("mix_corpus") else ""
+            done.append(f"{st['tokens_seen']:,} tokens of the target's own greedy continuations{mix}, "
+                        f"{hours(st['elapsed_s'])}")
+        else:
+            done.append(f"{st['tokens_seen']:,} training tokens of the corpus, {hours(st['elapsed_s'])}")
+    windows = "windows of the target's held-out greedy continuations" if "rollouts" in str(args.get("valid_bin")) \
+        else "held-out windows"
     return (f"## MTP module (`model.layers.{layer}.*`, `num_nextn_predict_layers: 1`)\n\n"
             f"One DeepSeek-V3-style module, {n:,} parameters: `enorm`, `hnorm`, `eh_proj` [H, 2H], one LLaMA block "
             f"with the target's layer shapes, `shared_head.norm`; embedding and lm_head shared with the target. At "
@@ -157,9 +181,9 @@ def mtp_section(state, ckpt, layer):
             f"post-norm final hidden state), block at RoPE position i with its own causal KV cache, logits = "
             f"lm_head(shared_head.norm(y)) predict t_(i+2); further drafts reuse it with h' = shared_head.norm(y) "
             f"and the drafted token at position i + 1. Trained with a {args.get('steps', 1)}-step unroll against "
-            f"the frozen target's distributions on {state['tokens_seen']:,} training tokens, "
-            f"{state['elapsed_s'] / 3600:.2f} h on {args['device']}. Validation top-1 agreement with the target "
-            f"(teacher forced, {args['eval_seqs']} held-out windows, step {ev.get('step', '?')}): {figures}.\n")
+            f"the frozen target's distributions, teacher forced, on {'; then '.join(done)}; on {args['device']}. "
+            f"Validation top-1 agreement with the target (teacher forced, {args['eval_seqs']} {windows}, step "
+            f"{ev.get('step', '?')}): {figures}.\n")
 
 
 def up_to_date(report_path, target_out, draft_out, states):

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Every stage of the model pipeline in order:
-#   corpus -> tokenizer -> target -> draft -> distil draft -> the target's own continuations (rollouts) ->
-#   distil the draft on them -> Medusa -> MTP -> report -> export -> goldens
+#   corpus -> tokenizer -> target -> the target's own continuations (rollouts) ->
+#   draft lane: draft -> distil draft -> distil the draft on the rollouts
+#   head lane:  Medusa -> MTP -> fine-tune both on the rollouts
+#   -> report -> export -> goldens
 # Each stage skips finished work (done.json / up-to-date outputs) or resumes from its newest checkpoint,
 # so re-running this script after an interruption continues where it stopped. A training stage that was
 # stopped by a signal checkpoints and exits 0 without done.json; the script then stops here (exit 3).
 #
 # Environment: STATE_DIR (default /root/specserve-train), DEVICE (cpu|cuda, default cpu), THREADS (default 2),
 # MODELS_DIR (default models), GOLDEN (default Tests/Fixtures/logits/specserve-code.json),
-# LANES (1 or 2: with 2, the draft lane [draft, distil] and the head lane [Medusa, MTP] run side by side
-# after the target, THREADS threads each), and the token budgets of the shipped family:
+# LANES (1 or 2: with 2, the draft lane and the head lane run side by side after the rollouts, THREADS
+# threads each), and the token budgets of the shipped family:
 # TARGET_TOKENS 22e6, DRAFT_TOKENS 5e6, DISTILL_TOKENS 9e6, MEDUSA_TOKENS 2e6 (trained positions),
 # MTP_TOKENS 5e6, ROLLOUT_IDS 2e6 (ids of prompts and greedy continuations; ROLLOUT_VALID_IDS 25000),
-# ROLLOUT_DISTILL_TOKENS 3.5e6: the schedules the shipped runs finished on, over four sessions of the 2-core CPU machine
-# (distillation, Medusa and MTP first ran on 1.2e6 / 4e5 / 1.2e6 schedules, then resumed on longer ones:
+# ROLLOUT_DISTILL_TOKENS 3.5e6, MEDUSA_ROLLOUT_TOKENS 2.5e6, MTP_ROLLOUT_TOKENS 1.5e6: the schedules the shipped runs finished on, over four sessions of the 2-core CPU machine
+# (the rollout fine-tunes of Medusa and MTP in a fifth, side by side with 1 thread each; distillation,
+# Medusa and MTP first ran on 1.2e6 / 4e5 / 1.2e6 schedules, then resumed on longer ones:
 # distillation 8e6 to 6.8 M tokens, then 12e6 to 7.8 M, then 9e6 to the end; MTP 4e6 to 3.6 M, then 5e6 to the
 # end; the model cards give the exact counts).
 # Extra arguments go to every training stage (train_lm.py x2, distill_draft.py, train_medusa.py,
@@ -35,6 +38,8 @@ MTP_TOKENS=${MTP_TOKENS:-5e6}
 ROLLOUT_IDS=${ROLLOUT_IDS:-2e6}
 ROLLOUT_VALID_IDS=${ROLLOUT_VALID_IDS:-25000}
 ROLLOUT_DISTILL_TOKENS=${ROLLOUT_DISTILL_TOKENS:-3.5e6}
+MEDUSA_ROLLOUT_TOKENS=${MEDUSA_ROLLOUT_TOKENS:-2.5e6}
+MTP_ROLLOUT_TOKENS=${MTP_ROLLOUT_TOKENS:-1.5e6}
 common=(--state-dir "$STATE_DIR" --device "$DEVICE" --threads "$THREADS")
 
 finished() {  # stop unless <run>/done.json exists
@@ -47,20 +52,27 @@ finished() {  # stop unless <run>/done.json exists
 python3 tools/train/corpus.py
 python3 tools/train/train_tokenizer.py
 python3 tools/train/train_lm.py --preset target --tokens "$TARGET_TOKENS" "${common[@]}" "$@"; finished target
+python3 tools/train/rollouts.py --split valid --tokens "$ROLLOUT_VALID_IDS" "${common[@]}"
+python3 tools/train/rollouts.py --split train --tokens "$ROLLOUT_IDS" "${common[@]}"
+rollouts=(--train-bin "$STATE_DIR/rollouts/train.bin")
 
 draft_lane() {
   python3 tools/train/train_lm.py --preset draft --tokens "$DRAFT_TOKENS" "${common[@]}" "$@"; finished draft
   python3 tools/train/distill_draft.py --tokens "$DISTILL_TOKENS" "${common[@]}" "$@";        finished draft-distill
-  python3 tools/train/rollouts.py --split valid --tokens "$ROLLOUT_VALID_IDS" "${common[@]}"
-  python3 tools/train/rollouts.py --split train --tokens "$ROLLOUT_IDS" "${common[@]}"
   python3 tools/train/distill_draft.py --run draft-rollouts --draft-run draft-distill \
-    --train-bin "$STATE_DIR/rollouts/train.bin" --valid-bin "$STATE_DIR/rollouts/valid.bin" --mix-corpus 0.25 \
+    "${rollouts[@]}" --valid-bin "$STATE_DIR/rollouts/valid.bin" --mix-corpus 0.25 \
     --lr 3e-4 --min-lr 3e-5 --warmup-steps 20 --eval-every 100 --eval-seqs 64 \
     --tokens "$ROLLOUT_DISTILL_TOKENS" "${common[@]}" "$@";                                       finished draft-rollouts
 }
 head_lane() {
   python3 tools/train/train_medusa.py --tokens "$MEDUSA_TOKENS" "${common[@]}" "$@"; finished medusa
   python3 tools/train/train_mtp.py --tokens "$MTP_TOKENS" "${common[@]}" "$@";       finished mtp
+  python3 tools/train/train_medusa.py --run medusa-rollouts --init-run medusa "${rollouts[@]}" \
+    --lr 5e-4 --min-lr 5e-5 --warmup-steps 20 --eval-every 100 \
+    --tokens "$MEDUSA_ROLLOUT_TOKENS" "${common[@]}" "$@";                                        finished medusa-rollouts
+  python3 tools/train/train_mtp.py --run mtp-rollouts --init-run mtp "${rollouts[@]}" \
+    --valid-bin "$STATE_DIR/rollouts/valid.bin" --mix-corpus 0.25 --lr 2e-4 --min-lr 2e-5 --warmup-steps 20 \
+    --eval-every 100 --tokens "$MTP_ROLLOUT_TOKENS" "${common[@]}" "$@";                          finished mtp-rollouts
 }
 if [ "$LANES" = 2 ]; then
   ( draft_lane "$@" ) > "$STATE_DIR/draft-lane.log" 2>&1 & draft_pid=$!

@@ -10,7 +10,10 @@
    at position i + s - 1 with h' and the drafted token), at every start position.
 4. Zero-initialised Medusa heads are the identity (they start as the lm_head's prediction).
 5. The greedy continuation with a KV cache equals argmax decoding without one.
-6. A model card's training stages follow each checkpoint's `init` back to pre-training (the shipped draft:
+6. Teacher forcing on a stored continuation (prompt + the target's greedy tokens, as rollouts.py writes
+   them) gives the generated labels: the same hidden states and logits along the continuation, and
+   their argmax are the continuation (train_medusa.py --train-bin relies on it).
+7. A model card's training stages follow each checkpoint's `init` back to pre-training (the shipped draft:
    pre-training, distillation on corpus text, distillation on the target's own continuations).
 
 Usage: python3 tools/train/selfcheck.py
@@ -22,7 +25,7 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from heads import MTPCache, MTPModule, MedusaHeads, greedy_continue  # noqa: E402
+from heads import MTPCache, MTPModule, MedusaHeads, greedy_continue, target_states  # noqa: E402
 from export import training_stages  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
@@ -94,6 +97,11 @@ def main():
         close(lg[:, s], full, f"greedy step {s}: cached logits == full forward", tol=1e-4)
         seq = torch.cat([seq, full.argmax(-1, keepdim=True)], 1)
     assert torch.equal(seq[:, 7:], toks)
+
+    tf_hidden, tf_logits = target_states(target, seq[:, :-1])       # prompt + continuation, teacher forced
+    close(tf_hidden[:, 6:], hs, "teacher forced on a stored continuation: hidden == generated", tol=1e-4)
+    close(tf_logits[:, 6:], lg, "teacher forced on a stored continuation: logits == generated", tol=1e-4)
+    assert torch.equal(tf_logits[:, 6:].argmax(-1), toks), "teacher-forced labels differ from the continuation"
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = os.path.join(tmp, "pre.pt")

@@ -29,6 +29,11 @@ TOKENS = os.path.join(HERE, "work", "tokens")
 TRAIN_BIN = os.path.join(TOKENS, "train.bin")
 VALID_BIN = os.path.join(TOKENS, "valid.bin")
 
+# The runs the shipped family comes from (acceptance_report.py and export_family.py default to them):
+# the draft, the MTP module and the Medusa heads as fine-tuned on the target's own continuations.
+SHIPPED_RUNS = [("target", "target"), ("draft", "draft-rollouts"), ("medusa", "medusa-rollouts"),
+                ("mtp", "mtp-rollouts")]
+
 
 def add_args(ap, *, run, tokens, lr, min_lr, warmup, batch, seq_len, eval_every=100, eval_seqs=32):
     ap.add_argument("--run", default=run, help=f"run name (state sub-directory); default {run}")
@@ -54,6 +59,56 @@ def add_args(ap, *, run, tokens, lr, min_lr, warmup, batch, seq_len, eval_every=
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
     ap.add_argument("--max-steps", type=int, default=0,
                     help="stop (with a checkpoint) after this many steps of this invocation; 0 = until the budget")
+
+
+def add_data_args(ap):
+    """--train-bin, --valid-bin, --mix-corpus: train on other ids than the corpus (rollouts.py's continuations)."""
+    ap.add_argument("--train-bin", default=TRAIN_BIN,
+                    help="training ids (default the corpus' train split; rollouts.py writes the target's own text)")
+    ap.add_argument("--valid-bin", default=VALID_BIN, help="validation ids (default the corpus' valid split)")
+    ap.add_argument("--mix-corpus", type=float, default=0.0,
+                    help="with --train-bin: this fraction of each batch's sequences comes from the corpus' train split")
+
+
+def add_init_args(ap, what):
+    ap.add_argument("--init-run", help=f"start from the newest checkpoint of this finished run of the {what} "
+                                       "(fine-tuning, e.g. on rollouts); default: a fresh module")
+    ap.add_argument("--init-ckpt", help=f"start from this checkpoint of the {what}")
+
+
+class TrainData:
+    """Random windows of --train-bin; with --mix-corpus, that fraction of each batch comes from the corpus'
+    train split. `gen` and `tokens` are those of --train-bin (what Run checkpoints and records)."""
+
+    def __init__(self, args, seq_len, seed):
+        self.main = Data(args.train_bin, seq_len, seed)
+        self.corpus = Data(TRAIN_BIN, seq_len, seed + 1) if args.mix_corpus > 0 else None
+        self.from_corpus = round(args.batch * args.mix_corpus) if self.corpus else 0
+        self.gen, self.tokens = self.main.gen, self.main.tokens
+
+    def batch(self, n):
+        rows = self.main.batch(n - self.from_corpus)
+        return torch.cat([rows, self.corpus.batch(self.from_corpus)]) if self.from_corpus else rows
+
+
+def load_init(state_dir, run, ckpt, what):
+    """(path, state, `init` record) of the checkpoint a stage starts from: `ckpt`, or the newest of a finished run."""
+    path = newest_finished(state_dir, run, ckpt, what=what)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    record = {"path": os.path.abspath(path), "step": state["step"], "tokens_seen": state["tokens_seen"],
+              "elapsed_s": state["elapsed_s"]}
+    return path, state, record
+
+
+def init_state(args, what, target_ident):
+    """The state and `init` record named by --init-run/--init-ckpt, or (None, None) without either.
+    A checkpoint trained against another target than `target_ident` is refused."""
+    if not (args.init_run or args.init_ckpt):
+        return None, None
+    path, state, record = load_init(args.state_dir, args.init_run, args.init_ckpt, what)
+    if not same_model(state["target"], target_ident):
+        sys.exit(f"{path} was trained against target {state['target']}, not {target_ident}")
+    return state, record
 
 
 def setup(args):

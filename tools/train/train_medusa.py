@@ -20,10 +20,19 @@ per-head top-1 and top-5 agreement with the target's own greedy tokens, and the 
 
 "tokens" counts trained positions (batch x gen per step).
 
+With --train-bin (rollouts.py's file of the target's own greedy continuations) no generation is
+needed: each step takes --batch windows of --seq-len tokens of that file, teacher forced, and the
+labels of position i are the target's distributions at i + 1 + h along the window (on the
+continuation parts exactly the generated labels above, computed in one batched forward instead of
+--gen sequential steps). "tokens" then counts batch x seq-len positions. --init-run medusa
+fine-tunes the finished heads this way; the evaluation stays the generated one above.
+
 State in <state-dir>/medusa/ (see stage.py); export: export_family.py writes
 medusa_lm_head.safetensors ({h}.{l}.linear.weight [H, H], {h}.{l}.linear.bias [H]).
 
 Usage: python3 tools/train/train_medusa.py [--tokens 2e6] [--threads 2] [--device cuda]
+       python3 tools/train/train_medusa.py --run medusa-rollouts --init-run medusa \
+           --train-bin <state-dir>/rollouts/train.bin --tokens 4e6
 """
 import argparse
 import os
@@ -34,7 +43,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stage  # noqa: E402
-from heads import MedusaHeads, greedy_continue, soft_ce  # noqa: E402
+from heads import MedusaHeads, greedy_continue, soft_ce, target_states  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -46,6 +55,9 @@ def parse_args(argv=None):
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--head-decay", type=float, default=0.8, help="loss weight of head h is decay ** h")
+    ap.add_argument("--train-bin", help="train teacher forced on windows of these ids (the target's own "
+                                        "continuations, rollouts.py) instead of generating continuations")
+    stage.add_init_args(ap, "Medusa heads")
     return ap.parse_args(argv)
 
 
@@ -82,10 +94,16 @@ def main(argv=None):
         return 0
     target, target_ident = stage.frozen_target(args)
     cfg = target.config
-    heads = MedusaHeads(cfg.hidden_size, args.heads, args.layers).to(args.device)
-    data = stage.Data(stage.TRAIN_BIN, args.seq_len, args.seed)
+    heads = MedusaHeads(cfg.hidden_size, args.heads, args.layers)
+    init_state, init = stage.init_state(args, "Medusa heads", target_ident)
+    if init_state:
+        heads.load_state_dict(init_state["model"])
+    heads = heads.to(args.device)
+    data = stage.Data(args.train_bin or stage.TRAIN_BIN, args.seq_len, args.seed)
     extra = {"medusa": {"medusa_num_heads": args.heads, "medusa_num_layers": args.layers,
                         "hidden_size": cfg.hidden_size, "layout": "v2"}}
+    if init:
+        extra["init"] = init
     run = stage.Run(args, heads, data, target_ident, extra)
 
     with stage.autocast(args):
@@ -95,9 +113,13 @@ def main(argv=None):
 
     def step_fn():
         windows = data.batch(args.batch).to(args.device)
-        p = int(torch.randint(args.min_prefix, args.seq_len + 1, (1,), generator=data.gen))
         with stage.autocast(args):
-            tokens, hidden, t_logits = greedy_continue(target, windows[:, :p], args.gen)
+            if args.train_bin:  # the window is the target's own text: teacher forced, its argmax are the labels
+                hidden, t_logits = target_states(target, windows[:, :-1])
+                tokens = t_logits.argmax(-1)
+            else:
+                p = int(torch.randint(args.min_prefix, args.seq_len + 1, (1,), generator=data.gen))
+                tokens, hidden, t_logits = greedy_continue(target, windows[:, :p], args.gen)
             loss, per_head = head_losses(heads, target.lm_head, hidden, t_logits, tokens, args.head_decay)
         metrics = {f"top1_h{h}": r[1] for h, r in enumerate(per_head)}
         return loss, metrics
@@ -113,7 +135,7 @@ def main(argv=None):
             out[f"val_top5_h{h}"] = t5
         return out
 
-    run.loop(step_fn, eval_fn, args.batch * args.gen)
+    run.loop(step_fn, eval_fn, args.batch * (args.seq_len if args.train_bin else args.gen))
     return 0
 
 

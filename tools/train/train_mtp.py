@@ -25,7 +25,12 @@ Evaluation on fixed validation windows: per-step top-1 agreement with the target
 State in <state-dir>/mtp/ (see stage.py); export: export_family.py writes the tensors into the
 target's model.safetensors as model.layers.<num_hidden_layers>.* and num_nextn_predict_layers: 1.
 
+Fine-tuning on the target's own greedy continuations (rollouts.py), from the finished run:
+--init-run mtp --train-bin <state-dir>/rollouts/train.bin --valid-bin <state-dir>/rollouts/valid.bin
+(--mix-corpus f keeps that fraction of each batch on corpus text).
+
 Usage: python3 tools/train/train_mtp.py [--tokens 5e6] [--threads 2] [--device cuda]
+       python3 tools/train/train_mtp.py --run mtp-rollouts --init-run mtp --train-bin ... --valid-bin ...
 """
 import argparse
 import os
@@ -45,7 +50,10 @@ def parse_args(argv=None):
                    eval_every=250, eval_seqs=32)
     ap.add_argument("--steps", type=int, default=2, help="unrolled drafting steps trained (1 = t+2 only)")
     ap.add_argument("--unroll-weight", type=float, default=0.5, help="loss weight of step s is this ** (s - 1)")
-    ap.add_argument("--init", choices=["copy-last", "random"], default="copy-last")
+    ap.add_argument("--init", choices=["copy-last", "random"], default="copy-last",
+                    help="a fresh module's block: a copy of the target's last layer, or random")
+    stage.add_init_args(ap, "MTP module")
+    stage.add_data_args(ap)
     return ap.parse_args(argv)
 
 
@@ -74,14 +82,21 @@ def main(argv=None):
         return 0
     target, target_ident = stage.frozen_target(args)
     torch.manual_seed(args.seed)
-    mtp = (MTPModule.init_from_target(target) if args.init == "copy-last" else MTPModule(target.config))
+    init_state, init = stage.init_state(args, "MTP module", target_ident)
+    if init_state:
+        mtp = MTPModule(target.config)
+        mtp.load_state_dict(init_state["model"])
+    else:
+        mtp = MTPModule.init_from_target(target) if args.init == "copy-last" else MTPModule(target.config)
     mtp = mtp.to(args.device)
-    data = stage.Data(stage.TRAIN_BIN, args.seq_len, args.seed)
+    data = stage.TrainData(args, args.seq_len, args.seed)
     cfg = target.config
     extra = {"mtp": {"num_nextn_predict_layers": 1, "layer_index": cfg.num_hidden_layers,
                      "hidden_size": cfg.hidden_size, "steps": args.steps}}
+    if init:
+        extra["init"] = init
     run = stage.Run(args, mtp, data, target_ident, extra)
-    windows = eval_windows(stage.VALID_BIN, args.seq_len, args.eval_seqs)
+    windows = eval_windows(args.valid_bin, args.seq_len, args.eval_seqs)
 
     def step_fn():
         ids = data.batch(args.batch)[:, :-1].to(args.device)
