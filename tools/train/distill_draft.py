@@ -16,8 +16,8 @@ so `export.py --run draft-distill` exports the distilled draft.
 Usage: python3 tools/train/distill_draft.py [--tokens 10e6] [--threads 2] [--device cuda]
        on the target's own continuations (rollouts.py), from the distilled draft:
        python3 tools/train/distill_draft.py --run draft-rollouts --draft-run draft-distill \
-           --train-bin tools/train/work/tokens/rollouts-train.bin \
-           --valid-bin tools/train/work/tokens/rollouts-valid.bin --mix-corpus 0.25 --tokens 1.5e6
+           --train-bin <state-dir>/rollouts/train.bin --valid-bin <state-dir>/rollouts/valid.bin \
+           --mix-corpus 0.25 --tokens 3.5e6
        trial on an unfinished run: --target-ckpt PATH --draft-ckpt PATH --state-dir /tmp/x
 """
 import argparse

@@ -66,9 +66,9 @@ def stage_chain(state):
     return chain[::-1]
 
 
-def on_rollouts(args):
-    """True when a stage trained on rollouts.py's continuations rather than corpus text."""
-    return "rollouts" in str(args.get("train_bin") or "")
+def on_rollouts(args, key="train_bin"):
+    """True when a stage's --train-bin (or `key`, e.g. valid_bin) is rollouts.py's continuations, not corpus text."""
+    return "rollouts" in str(args.get(key) or "")
 
 
 def training_stages(state):
@@ -131,10 +131,10 @@ def model_card(name, state, params, evals, storage, size_bytes, sections=()):
             f"| Training time | {state['elapsed_s'] / 3600:.2f} h on {args['device']} ({args['threads']} threads, "
             f"{args['precision']}) |",
         ]
-    on_rollouts = "rollouts" in str(args.get("valid_bin", ""))
     if last:
         bpb = f", {last['val_bits_per_byte']} bits/byte" if "val_bits_per_byte" in last else ""
-        held_out = "tokens of the target's held-out greedy continuations" if on_rollouts else "fixed held-out tokens"
+        held_out = ("tokens of the target's held-out greedy continuations" if on_rollouts(args, "valid_bin")
+                    else "fixed held-out tokens")
         lines.append(f"| Validation loss | {last['val_loss']} nats/token{bpb} (step {last['step']}, "
                      f"{last['val_tokens']:,} {held_out}) |")
     for section in sections:

@@ -172,7 +172,7 @@ def mtp_section(state, ckpt, layer):
                         f"{hours(st['elapsed_s'])}")
         else:
             done.append(f"{st['tokens_seen']:,} training tokens of the corpus, {hours(st['elapsed_s'])}")
-    windows = "windows of the target's held-out greedy continuations" if "rollouts" in str(args.get("valid_bin")) \
+    windows = "windows of the target's held-out greedy continuations" if on_rollouts(args, "valid_bin") \
         else "held-out windows"
     return (f"## MTP module (`model.layers.{layer}.*`, `num_nextn_predict_layers: 1`)\n\n"
             f"One DeepSeek-V3-style module, {n:,} parameters: `enorm`, `hnorm`, `eh_proj` [H, 2H], one LLaMA block "

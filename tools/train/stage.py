@@ -83,12 +83,13 @@ class TrainData:
     def __init__(self, args, seq_len, seed):
         self.main = Data(args.train_bin, seq_len, seed)
         self.corpus = Data(TRAIN_BIN, seq_len, seed + 1) if args.mix_corpus > 0 else None
-        self.from_corpus = round(args.batch * args.mix_corpus) if self.corpus else 0
+        self.mix = args.mix_corpus
         self.gen, self.tokens = self.main.gen, self.main.tokens
 
     def batch(self, n):
-        rows = self.main.batch(n - self.from_corpus)
-        return torch.cat([rows, self.corpus.batch(self.from_corpus)]) if self.from_corpus else rows
+        k = round(n * self.mix) if self.corpus else 0
+        rows = self.main.batch(n - k)
+        return torch.cat([rows, self.corpus.batch(k)]) if k else rows
 
 
 def load_init(state_dir, run, ckpt, what):
