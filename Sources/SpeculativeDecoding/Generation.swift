@@ -56,6 +56,9 @@ public struct CostModel: Sendable, Equatable {
 }
 
 public struct SpeculationSettings: Sendable, Equatable {
+    /// The default chain length: measured best of 5 / 8 / 12 for the shipped draft, MTP and n-gram on this
+    /// machine (docs/PERFORMANCE.md, session 8); adaptation shortens it after rejections.
+    public static let defaultNumDraft = 8
     /// Most draft tokens along a path per step (the chain length `k`).
     public var numDraft: Int
     /// Let the draft length follow recent acceptance (grow after full acceptance, shrink after none).
@@ -70,7 +73,7 @@ public struct SpeculationSettings: Sendable, Equatable {
     public var retryAfter: Int
     public var costModel: CostModel
 
-    public init(numDraft: Int = 5, adaptive: Bool = true, autoDisable: Bool = true, breakEven: Double = 1.0,
+    public init(numDraft: Int = SpeculationSettings.defaultNumDraft, adaptive: Bool = true, autoDisable: Bool = true, breakEven: Double = 1.0,
                 warmupSteps: Int = 8, retryAfter: Int = 16, costModel: CostModel = .free) {
         self.numDraft = numDraft
         self.adaptive = adaptive

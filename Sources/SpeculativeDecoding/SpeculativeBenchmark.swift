@@ -10,7 +10,7 @@ public struct BenchmarkOptions: Sendable {
     public var maxTokens = 128
     public var repeats = 3
     public var sampling = SamplingParameters.greedy
-    public var numDraft = 5
+    public var numDraft = SpeculationSettings.defaultNumDraft
     /// Synthetic mode: instead of a real drafter, propose `numDraft` tokens of which each position is right with
     /// this probability (a wrong token ends the accepted run). Times the verify path apart from draft quality.
     public var syntheticAcceptance: Double?
@@ -77,10 +77,14 @@ public struct SpeculativeBenchmark {
         public var name: String
         public var make: () -> Drafter?
         public var cost: CostModel
-        public init(name: String, cost: CostModel = .free, make: @escaping () -> Drafter?) {
+        /// This contender's most draft tokens per step (nil: the options' `numDraft`), so one run can race a
+        /// method at several lengths.
+        public var numDraft: Int?
+        public init(name: String, cost: CostModel = .free, numDraft: Int? = nil, make: @escaping () -> Drafter?) {
             self.name = name
             self.make = make
             self.cost = cost
+            self.numDraft = numDraft
         }
     }
 
@@ -128,7 +132,7 @@ public struct SpeculativeBenchmark {
                     }
                     let g = Generation(target: target, prompt: prompt, maxTokens: options.maxTokens, sampling: sampling,
                                        stopTokens: stopTokens, drafter: drafter,
-                                       settings: SpeculationSettings(numDraft: options.numDraft, adaptive: options.adaptive,
+                                       settings: SpeculationSettings(numDraft: method.numDraft ?? options.numDraft, adaptive: options.adaptive,
                                                                      autoDisable: options.autoDisable, breakEven: options.breakEven,
                                                                      warmupSteps: options.warmupSteps, retryAfter: options.retryAfter,
                                                                      costModel: method.cost))

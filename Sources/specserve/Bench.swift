@@ -25,8 +25,8 @@ struct Bench: ParsableCommand {
     var repeats = 3
     @Option(help: "0 decodes greedily (and checks outputs against none).")
     var temperature: Float = 0
-    @Option(name: .customLong("num-draft"), help: "Most draft tokens per step.")
-    var numDraft = 5
+    @Option(name: .customLong("num-draft"), help: "Most draft tokens per step; a comma-separated list races each chain method (draft, mtp, ngram) at every length in the same run.")
+    var numDraft = String(SpeculationSettings.defaultNumDraft)
     @Option(name: .customLong("synthetic-acceptance"), help: "Synthetic mode: accept each draft position with this probability (no draft cost).")
     var syntheticAcceptance: Double?
     @Flag(name: .customLong("fixed-length"), help: "Keep the draft length fixed (no adaptation, no auto-off).")
@@ -45,6 +45,13 @@ struct Bench: ParsableCommand {
     var json: String?
 
     func run() throws {
+        let lengths = try numDraft.split(separator: ",").map { item -> Int in
+            guard let k = Int(item.trimmingCharacters(in: .whitespaces)), (1...16).contains(k) else {
+                throw ValidationError("--num-draft takes lengths in 1...16, comma-separated (got '\(numDraft)')")
+            }
+            return k
+        }
+        guard !lengths.isEmpty else { throw ValidationError("--num-draft is empty") }
         let family = try loadFamily(model, draft: draftModel, threads: threads, vocabulary: vocabulary)
         let texts = try loadPrompts(prompts, kind: kind)
         let tokenized = texts.map { family.tokenizer.encode($0) }
@@ -70,7 +77,7 @@ struct Bench: ParsableCommand {
         options.maxTokens = maxTokens
         options.repeats = repeats
         options.sampling = SamplingParameters(temperature: temperature)
-        options.numDraft = numDraft
+        options.numDraft = lengths[0]
         options.syntheticAcceptance = syntheticAcceptance
         options.adaptive = !fixedLength && syntheticAcceptance == nil
         options.autoDisable = !fixedLength && syntheticAcceptance == nil
@@ -85,7 +92,13 @@ struct Bench: ParsableCommand {
                 var cost = verify
                 cost.draftPerToken = DraftCost.measure(m, family: family, medusaTree: tree)
                 if cost.draftPerToken > 0 { printError(String(format: "%@: one draft token costs %.3f× a decode step", m.rawValue, cost.draftPerToken)) }
-                contenders.append(.init(name: m.rawValue, cost: cost) { try? family.makeDrafter(m, medusaTree: tree, pMin: pMin) })
+                // A Medusa tree has its own depth; the chain methods race at every length asked for.
+                let raced = m == .medusa || lengths.count == 1 ? [nil] : lengths.map(Optional.some)
+                for k in raced {
+                    contenders.append(.init(name: k.map { "\(m.rawValue) k=\($0)" } ?? m.rawValue, cost: cost, numDraft: k) {
+                        try? family.makeDrafter(m, medusaTree: tree, pMin: pMin)
+                    })
+                }
             }
         }
         let report = SpeculativeBenchmark(target: family.target, stopTokens: family.stopTokens, drafters: contenders)

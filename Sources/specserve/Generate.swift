@@ -28,7 +28,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Speculative method: none, ngram, draft, medusa or mtp.")
     var speculative: SpeculativeMethod = .none
     @Option(name: .customLong("num-draft"), help: "Most draft tokens per step.")
-    var numDraft = 5
+    var numDraft = SpeculationSettings.defaultNumDraft
     @Option(name: .customLong("draft-model"), help: "Draft model folder (for --speculative draft).")
     var draftModel: String?
     @OptionGroup var vocabulary: DraftVocabularyOptions

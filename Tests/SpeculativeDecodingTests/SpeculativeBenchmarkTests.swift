@@ -38,5 +38,33 @@ final class SpeculativeBenchmarkTests: XCTestCase {
         XCTAssertEqual(report.methods.map(\.method), ["none", "wrong"])
         XCTAssertNotNil(clock.seconds, "none's 23 plain steps reached the clock")
     }
-}
 
+    /// One run races a method at several lengths: each contender drafts up to its own `numDraft`, the others up to
+    /// the options'.
+    func testAContendersOwnDraftLengthOverridesTheRunsLength() {
+        let target = ToyModels.model(seed: 1)
+        let prompt = (0..<12).map { ($0 * 17 + 4) % 96 }
+        let plain = Generation(target: target, prompt: prompt, maxTokens: 40)
+        plain.run()
+        func right(_ name: String, _ k: Int?) -> SpeculativeBenchmark.Contender {
+            .init(name: name, numDraft: k) {
+                AdaptiveSpeculationTests.ScriptedDrafter(continuation: Array(plain.generated), promptCount: prompt.count, right: true)
+            }
+        }
+        var options = BenchmarkOptions()
+        options.maxTokens = 40
+        options.repeats = 1
+        options.numDraft = 3
+        options.adaptive = false
+        options.autoDisable = false
+        let report = SpeculativeBenchmark(target: target, stopTokens: [], drafters: [right("k=2", 2), right("k=7", 7), right("run's", nil)])
+            .run(prompts: [prompt], options: options)
+        XCTAssertEqual(report.methods.map(\.method), ["none", "k=2", "k=7", "run's"])
+        // Every draft is right, so each step accepts the whole chain: a mean length of k + 1 (the last step may be
+        // cut short by max_tokens).
+        XCTAssertEqual(report.methods.map(\.acceptancePerPosition.count), [0, 2, 7, 3])
+        XCTAssertEqual(report.methods[1].meanAcceptanceLength, 3, accuracy: 0.1)
+        XCTAssertEqual(report.methods[2].meanAcceptanceLength, 8, accuracy: 1)
+        XCTAssertTrue(report.methods.allSatisfy { $0.identicalToNone == true })
+    }
+}

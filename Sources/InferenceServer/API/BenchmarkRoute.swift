@@ -91,7 +91,11 @@ extension APIRouter {
             contenders = [.init(name: "synthetic", cost: model.costs[.none] ?? .free) { nil }]
         } else {
             for m in methods where m != .none {
-                contenders.append(.init(name: m.rawValue, cost: model.costs[m] ?? .free) { try? family.makeDrafter(m, medusaTree: tree) })
+                // Each method at the length it serves with, unless the request races them all at one.
+                contenders.append(.init(name: m.rawValue, cost: model.costs[m] ?? .free,
+                                        numDraft: q.numTokens ?? model.speculation.numTokens(for: m)) {
+                    try? family.makeDrafter(m, medusaTree: tree)
+                })
             }
         }
 

@@ -106,7 +106,7 @@ public struct SpeculationConfig: Sendable, Equatable {
     /// The method used when a request does not choose one.
     public var defaultMethod = SpeculativeMethod.none
     /// Draft tokens per step for the methods without their own setting (ngram; medusa up to its tree's depth).
-    public var numTokens = 5
+    public var numTokens = SpeculationSettings.defaultNumDraft
     /// Let the draft length follow recent acceptance.
     public var adaptive = true
     public var autoDisable = AutoDisable()
@@ -131,7 +131,7 @@ public struct SpeculationConfig: Sendable, Equatable {
     public struct Draft: Sendable, Equatable {
         /// The draft model folder; nil disables the draft method.
         public var path: String?
-        public var numTokens = 5
+        public var numTokens = SpeculationSettings.defaultNumDraft
         /// Stop a draft chain early when the draft's top probability falls below this.
         public var pMin = 0.0
         /// Score only this many most frequent tokens when drafting (token_frequency.json); nil: every token.
@@ -170,7 +170,7 @@ public struct SpeculationConfig: Sendable, Equatable {
     }
 
     public struct MTP: Sendable, Equatable {
-        public var numTokens = 3
+        public var numTokens = SpeculationSettings.defaultNumDraft
         /// Score only this many most frequent tokens when drafting (token_frequency.json); nil: every token.
         public var vocabulary: Int?
         public init() {}

@@ -118,6 +118,24 @@ final class APIRoutesEndToEndTests: APIServerTestCase {
         XCTAssertEqual(text.components(separatedBy: "# TYPE specserve:spec_decode_num_drafts_total ").count, 2)
     }
 
+    /// The toy's draft model is the target itself, so every drafted token is accepted and the deepest position
+    /// drafted is the chain length the method ran at.
+    func testTheBenchmarkRacesEachMethodAtItsConfiguredLengthUnlessTheRequestSetsOne() throws {
+        let s = try start { try APITestServer { $0.draft.numTokens = 2; $0.numTokens = 6 } }
+        func depths(_ body: String) throws -> [Int] {
+            let r = try s.post("/v1/benchmark", body)
+            XCTAssertEqual(r.status, 200, r.text)
+            guard case let .array(methods)? = try JSONTesting.object(r.body)["methods"] else { XCTFail("no methods: \(r.text)"); return [] }
+            return methods.compactMap { entry -> Int? in
+                guard case let .object(m) = entry, case let .array(positions)? = m["acceptancePerPosition"] else { return nil }
+                return positions.count
+            }
+        }
+        let race = #"{"model": "toy", "methods": ["draft"], "max_tokens": 24, "repeats": 1, "prompts": ["def f(x):"]"#
+        XCTAssertEqual(try depths(race + "}"), [0, 2], "none, then draft at its own num_tokens (not the model's 6)")
+        XCTAssertEqual(try depths(race + #", "num_tokens": 3}"#), [0, 3])
+    }
+
     func testTheBenchmarkRacesTheMethodsOnTheServedModel() throws {
         let s = try start()
         let r = try s.post("/v1/benchmark", #"{"model": "toy", "methods": ["ngram", "draft"], "max_tokens": 8, "repeats": 1, "prompts": ["def f(x):", "import os"]}"#)

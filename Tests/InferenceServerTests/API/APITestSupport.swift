@@ -41,10 +41,11 @@ final class APITestServer: @unchecked Sendable {
 
     init(family: ModelFamily? = nil, engine settings: EngineSettings = EngineSettings(maxQueue: 32, maxActive: 8),
          apiKey: String? = nil, heartbeat: Double = 2, startEngine: Bool = true, defaultMethod: SpeculativeMethod = .none,
-         ready: Bool = true) throws {
+         ready: Bool = true, configure: (inout SpeculationConfig) -> Void = { _ in }) throws {
         let family = try family ?? APIToyModel.family()
         var speculation = SpeculationConfig()
         speculation.defaultMethod = defaultMethod
+        configure(&speculation)
         model = ServedModel(id: "toy", family: family, engine: Engine(family: family, settings: settings), speculation: speculation)
         router = APIRouter(options: .init(apiKey: apiKey, heartbeatSeconds: heartbeat, log: logs.log))
         let configuration = HTTPServerConfiguration(host: "127.0.0.1", port: 0, maxConnections: 64, headTimeout: 5, bodyTimeout: 5,

@@ -156,7 +156,7 @@ final class ServerConfigTests: XCTestCase {
         XCTAssertEqual(s.medusa.options.choices, [[0], [0, 0], [1]])
         XCTAssertEqual(s.numTokens(for: .draft), 7)
         XCTAssertEqual(s.numTokens(for: .mtp), 2)
-        XCTAssertEqual(s.numTokens(for: .ngram), 5)
+        XCTAssertEqual(s.numTokens(for: .ngram), SpeculationSettings.defaultNumDraft)
         XCTAssertEqual(s.draft.vocabulary, 2048)
         XCTAssertEqual(s.autoDisable.retryAfter, 0)
         XCTAssertEqual(s.autoDisable.warmupSteps, 8)
