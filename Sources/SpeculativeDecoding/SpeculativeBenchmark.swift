@@ -22,6 +22,16 @@ public struct BenchmarkOptions: Sendable {
     public var retryAfter = SpeculationSettings().retryAfter
 
     public init() {}
+
+    /// Chain lengths to race, from a comma-separated list such as `5,8,12` (each in 1...16, no repeats); nil when
+    /// the text is not such a list.
+    public static func draftLengths(_ text: String) -> [Int]? {
+        let items = text.split(separator: ",", omittingEmptySubsequences: false)
+        let lengths = items.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !lengths.isEmpty, lengths.count == items.count, lengths.allSatisfy({ (1...16).contains($0) }),
+              Set(lengths).count == lengths.count else { return nil }
+        return lengths
+    }
 }
 
 public struct MethodResult: Sendable, Codable {

@@ -45,13 +45,9 @@ struct Bench: ParsableCommand {
     var json: String?
 
     func run() throws {
-        let lengths = try numDraft.split(separator: ",").map { item -> Int in
-            guard let k = Int(item.trimmingCharacters(in: .whitespaces)), (1...16).contains(k) else {
-                throw ValidationError("--num-draft takes lengths in 1...16, comma-separated (got '\(numDraft)')")
-            }
-            return k
+        guard let lengths = BenchmarkOptions.draftLengths(numDraft) else {
+            throw ValidationError("--num-draft takes lengths in 1...16, comma-separated (got '\(numDraft)')")
         }
-        guard !lengths.isEmpty else { throw ValidationError("--num-draft is empty") }
         let family = try loadFamily(model, draft: draftModel, threads: threads, vocabulary: vocabulary)
         let texts = try loadPrompts(prompts, kind: kind)
         let tokenized = texts.map { family.tokenizer.encode($0) }

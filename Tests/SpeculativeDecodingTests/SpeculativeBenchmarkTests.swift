@@ -67,4 +67,12 @@ final class SpeculativeBenchmarkTests: XCTestCase {
         XCTAssertEqual(report.methods[2].meanAcceptanceLength, 8, accuracy: 1)
         XCTAssertTrue(report.methods.allSatisfy { $0.identicalToNone == true })
     }
+
+    func testDraftLengthListsParseAndMalformedOnesAreRefused() {
+        XCTAssertEqual(BenchmarkOptions.draftLengths("8"), [8])
+        XCTAssertEqual(BenchmarkOptions.draftLengths("5, 8,12"), [5, 8, 12])
+        for bad in ["", "0", "17", "5,,8", "5,8,", "five", "5,5", "-3"] {
+            XCTAssertNil(BenchmarkOptions.draftLengths(bad), bad)
+        }
+    }
 }
