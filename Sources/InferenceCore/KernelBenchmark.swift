@@ -22,7 +22,7 @@ public struct KernelBenchmark {
         var report = Report()
         let config = model.config
         log("model: hidden \(config.hiddenSize), layers \(config.numHiddenLayers), heads \(config.numAttentionHeads)/\(config.numKeyValueHeads), intermediate \(config.intermediateSize), vocab \(config.vocabSize)")
-        log("threads: \(model.pool.threadCount) (kernels), weights streamed per decode step: \(mb(model.weightBytes))")
+        log("threads: \(model.pool.threadCount) (kernels), weights streamed per decode step: \(mb(model.weightBytes)); \(BLASCoreChoice.kernelsDescription())")
 
         // Roofline: stream every weight once.
         let stream = median { streamAll(model.streamedWeights, pool: model.pool) }

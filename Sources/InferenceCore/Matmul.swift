@@ -27,6 +27,9 @@ public enum MatmulPath: String, Sendable, CaseIterable {
 /// OpenBLAS runs single-threaded inside our pool's threads (set once, before the first sgemm).
 let blasThreadsOnce: Void = { openblas_set_num_threads(1) }()
 
+/// The kernels OpenBLAS chose for this CPU when it loaded ("SkylakeX", "Haswell", "Prescott", …; BLASCoreChoice).
+public var blasCoreName: String { String(cString: openblas_get_corename()) }
+
 /// C[M, N] = A[M, K] · W[N, K]ᵀ.
 public func matmul(
     _ a: UnsafePointer<Float>, rows m: Int, weight: Tensor, into c: UnsafeMutablePointer<Float>,

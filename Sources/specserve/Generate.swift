@@ -94,9 +94,10 @@ func loadFamily(_ path: String, draft: String?, threads: Int?, vocabulary: Draft
         }
         let subsets = [("draft", family.draftVocabulary), ("mtp", family.mtpVocabulary)].compactMap { name, subset in
             subset.map { ", \(name) drafts from the \($0.ids.count) most frequent tokens" } }.joined()
-        printError(String(format: "loaded %@: %.1fM parameters, %.1f MB of weights streamed per token, methods %@, %.2f s, %d kernel threads%@",
+        printError(String(format: "loaded %@: %.1fM parameters, %.1f MB of weights streamed per token, methods %@, %.2f s, %d kernel threads, %@%@",
                           path, Double(family.target.weightBytes) / 4e6, Double(family.target.weightBytes) / 1e6,
-                          family.methods.map(\.rawValue).joined(separator: "/"), monotonicSeconds() - start, pool.threadCount, subsets))
+                          family.methods.map(\.rawValue).joined(separator: "/"), monotonicSeconds() - start, pool.threadCount,
+                          BLASCoreChoice.kernelsDescription(), subsets))
         return family
     } catch let error as ModelLoadError {
         throw CLIError(error.description)

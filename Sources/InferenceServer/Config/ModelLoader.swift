@@ -48,7 +48,7 @@ public enum ModelLoader {
             + String(format: "; context %d; methods %@; %.2f s", family.target.config.maxPositionEmbeddings,
                      family.methods.map(\.rawValue).joined(separator: "/"), loadSeconds))
         log("kernels: streaming SIMD matmul for decode/verify rows, OpenBLAS sgemm for prompt runs of ≥ \(family.target.blasMinimumRows) rows; "
-            + "\(pool.threadCount) kernel threads")
+            + "\(pool.threadCount) kernel threads; \(BLASCoreChoice.kernelsDescription())")
 
         var verify = CostModel.free
         if calibrate {

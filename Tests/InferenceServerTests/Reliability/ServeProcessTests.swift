@@ -179,12 +179,14 @@ struct ServeProcessError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Runs the `specserve` binary in the repository root; returns its exit status and standard error.
-func runSpecserve(_ arguments: [String]) throws -> (status: Int32, errors: String) {
+/// Runs the `specserve` binary in the repository root (with `environment`, or this process's); returns its exit status
+/// and standard error.
+func runSpecserve(_ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, errors: String) {
     let process = Process()
     process.executableURL = ServeProcess.binary
     process.currentDirectoryURL = Fixtures.repositoryRoot
     process.arguments = arguments
+    if let environment { process.environment = environment }
     let errors = Pipe()
     process.standardError = errors
     process.standardOutput = Pipe()
@@ -224,5 +226,42 @@ final class DraftVocabularyFlagTests: XCTestCase {
         let (status, message) = try runSpecserve(generate + ["--mtp-vocabulary", "9000"])
         XCTAssertNotEqual(status, 0)
         XCTAssertTrue(message.contains("--mtp-vocabulary: a draft vocabulary of 9000 tokens: the vocabulary has 8192"), message)
+    }
+}
+
+/// `specserve` runs prefill on OpenBLAS kernels that use the CPU's vector units: where the library took the CPU for
+/// an older one, the program starts itself again with OPENBLAS_CORETYPE set (and says so); a core the user set stays.
+final class BLASKernelsProcessTests: XCTestCase {
+    private let generate = ["generate", "--model", "models/specserve-code", "--prompt", "def f(x):", "--max-tokens", "1"]
+
+    private func environment(coreType: String?) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["OPENBLAS_CORETYPE"] = coreType
+        environment[BLASCoreChoice.detectedVariable] = nil
+        return environment
+    }
+
+    private func core(in log: String) -> String? {
+        guard let range = log.range(of: "OpenBLAS kernels ") else { return nil }
+        return log[range.upperBound...].split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "," }).first.map(String.init)
+    }
+
+    func testTheKernelsUseAVX2OrAVX512WhereTheCPUHasThem() throws {
+        let flags = BLASCoreChoice.cpuFlags()
+        let (status, log) = try runSpecserve(generate, environment: environment(coreType: nil))
+        XCTAssertEqual(status, 0, log)
+        let used = try XCTUnwrap(core(in: log), log)
+        if flags.isSuperset(of: ["avx2", "fma"]) {
+            XCTAssertTrue(BLASCoreChoice.vectorCores.contains(used.lowercased()), log)
+        }
+        // Either OpenBLAS knew the CPU, or the log names the core it had taken it for.
+        XCTAssertTrue(BLASCoreChoice.override(detected: used, cpuFlags: flags) == nil, log)
+    }
+
+    func testACoreTypeTheUserSetIsKept() throws {
+        let (status, log) = try runSpecserve(generate, environment: environment(coreType: "Prescott"))
+        XCTAssertEqual(status, 0, log)
+        XCTAssertEqual(core(in: log), "Prescott", log)
+        XCTAssertFalse(log.contains("the library took this CPU for"), log)
     }
 }
