@@ -95,10 +95,10 @@ private func streamingMatmul(
             let ar = a + r * k, cr = c + r * ldc + n
             // Literal row counts: each call inlines a kernel with only that many rows.
             switch m - r {
-            case 1: kernel4x4(ar, rows: 1, k: k, kv: kv, w: w, c: cr, ldc: ldc)
-            case 2: kernel4x4(ar, rows: 2, k: k, kv: kv, w: w, c: cr, ldc: ldc)
-            case 3: kernel4x4(ar, rows: 3, k: k, kv: kv, w: w, c: cr, ldc: ldc)
-            default: kernel4x4(ar, rows: 4, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+            case 1: kernel4x4(OneRow.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+            case 2: kernel4x4(TwoRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+            case 3: kernel4x4(ThreeRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+            default: kernel4x4(FourRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
             }
             r += 4
         }
@@ -113,13 +113,23 @@ private func streamingMatmul(
     }
 }
 
-/// Four weight rows × `rows` (1...4) activation rows, one 16-lane accumulator per output. Always inlined with a
-/// literal `rows`, so the unused rows' loads and FMAs fold away.
+/// A block height of the kernel as a type, so each height is its own specialised function with the row count a
+/// constant. (A literal `rows` argument to an `@inline(__always)` function was not enough: the compiler kept one
+/// out-of-line kernel that tested the row count inside its loop and reloaded the row pointers from the stack.)
+private protocol BlockHeight { static var rows: Int { get } }
+private enum OneRow: BlockHeight { static var rows: Int { 1 } }
+private enum TwoRows: BlockHeight { static var rows: Int { 2 } }
+private enum ThreeRows: BlockHeight { static var rows: Int { 3 } }
+private enum FourRows: BlockHeight { static var rows: Int { 4 } }
+
+/// Four weight rows × `H.rows` (1...4) activation rows, one 16-lane accumulator per output; the unused rows' loads
+/// and FMAs fold away.
 @inline(__always)
-private func kernel4x4(
-    _ a: UnsafePointer<Float>, rows: Int, k: Int, kv: Int, w: UnsafePointer<Float>,
+private func kernel4x4<H: BlockHeight>(
+    _: H.Type, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>,
     c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
+    let rows = H.rows
     let a0 = a, a1 = a + min(1, rows - 1) * k, a2 = a + min(2, rows - 1) * k, a3 = a + min(3, rows - 1) * k
     let w0 = w, w1 = w + k, w2 = w + 2 * k, w3 = w + 3 * k
     var c00 = Vec(), c01 = Vec(), c02 = Vec(), c03 = Vec()
