@@ -53,15 +53,34 @@ public struct CostModel: Sendable, Equatable {
     public func expectedSpeedup(acceptedPerStep: Double, draftCost: Double, rows: Int) -> Double {
         (1 + acceptedPerStep) / (draftCost + verifyCost(rows: rows))
     }
+
+    /// The chain length in 1...maxLength that yields the most tokens per unit of time when each drafted token is
+    /// right with probability `acceptance` once the ones before it were: a chain of k gives 1 + α + … + α^k tokens
+    /// for k · draftPerToken + verify(k + 1) decode steps. Where a verify row costs little (the AMD machine of
+    /// sessions 1–8) that is the longest chain; where each row costs ~10 % of a step (session 9's Xeon) it is 3.
+    /// Of equal rates the shorter wins; with nothing measured (verify costs unknown) it is `maxLength`.
+    public func bestChainLength(acceptance α: Double, draftPerToken: Double, maxLength: Int) -> Int {
+        guard !verify.isEmpty else { return max(1, maxLength) }
+        var best = 1, bestRate = 0.0, expected = 1.0, term = 1.0
+        for k in 1...max(1, maxLength) {
+            term *= α
+            expected += term
+            let rate = expected / (Double(k) * draftPerToken + verifyCost(rows: k + 1))
+            if rate > bestRate { (best, bestRate) = (k, rate) }
+        }
+        return best
+    }
 }
 
 public struct SpeculationSettings: Sendable, Equatable {
-    /// The default chain length: measured best of 5 / 8 / 12 for the shipped draft, MTP and n-gram on this
-    /// machine (docs/PERFORMANCE.md, session 8); adaptation shortens it after rejections.
+    /// The default longest chain: measured best of 5 / 8 / 12 for the shipped draft, MTP and n-gram on the AMD
+    /// machine of session 8 (docs/PERFORMANCE.md); adaptation shortens it after rejections and to the length the
+    /// measured verify costs make best (3 on session 9's Xeon).
     public static let defaultNumDraft = 8
     /// Most draft tokens along a path per step (the chain length `k`).
     public var numDraft: Int
-    /// Let the draft length follow recent acceptance (grow after full acceptance, shrink after none).
+    /// Let the draft length follow recent acceptance (grow after full acceptance, shrink after none) and stay
+    /// within the length that gives the most tokens per unit of time for the cost model (`bestChainLength`).
     public var adaptive: Bool
     /// Switch speculation off for a request whose expected speedup (from its acceptance and the cost model)
     /// falls below `breakEven` after `warmupSteps` speculative steps.
@@ -117,6 +136,10 @@ public final class Generation {
     var stepStart = 0.0
     /// Rolling (exponential) mean of accepted tokens per speculative step and of tokens drafted per step.
     var meanAccepted = 0.0, meanDrafted = 0.0, meanRows = 1.0
+    /// Decayed counts of accepted chain tokens and of rejections (steps that stopped short of their chain's end),
+    /// starting from one of each: accepted / (accepted + rejections) estimates the chance that a drafted token is
+    /// right once those before it were, from which the chain length is chosen (`CostModel.bestChainLength`).
+    var chainAccepted = 1.0, chainRejected = 1.0
     /// Wall time of this request's steps that ran alone (no other request's rows in their forwards): recent
     /// medians of a speculative step (its drafting, the drafter's commit, the verify forward) and of a plain step,
     /// and how many of each were seen. Auto-off compares them (DESIGN §5).
@@ -370,6 +393,18 @@ public final class Generation {
         return out
     }
 
+    /// The longest chain worth drafting now: the one with the most tokens per unit of time at this request's recent
+    /// acceptance, for the verify costs measured at start and the draft time the request really spends per token
+    /// (relative to a plain step as auto-off takes it; the calibrated figure until both were timed).
+    private func chainLengthCap() -> Int {
+        let cost = settings.costModel
+        let plainStep = soloPlain.count >= 2 ? soloPlain.median : (cost.clock?.seconds ?? cost.decodeSeconds)
+        let draftPerToken = plainStep > 0 && stats.drafted > 0 && stats.draftSeconds > 0
+            ? stats.draftSeconds / Double(stats.drafted) / plainStep : cost.draftPerToken
+        return cost.bestChainLength(acceptance: chainAccepted / (chainAccepted + chainRejected),
+                                    draftPerToken: draftPerToken, maxLength: settings.numDraft)
+    }
+
     /// Draft length follows acceptance; speculation switches off when it does not pay (DESIGN §5).
     private func adapt(tree: DraftTree, accepted: Int) {
         let depth = tree.maxDepth
@@ -378,8 +413,12 @@ public final class Generation {
         meanDrafted = stats.steps == 1 ? Double(depth) : decay * meanDrafted + (1 - decay) * Double(depth)
         meanRows = stats.steps == 1 ? Double(tree.count + 1) : decay * meanRows + (1 - decay) * Double(tree.count + 1)
         if settings.adaptive && tree.isChain {
-            if accepted == depth { draftLength = min(draftLength + 1, settings.numDraft) }
+            chainAccepted = 0.9 * chainAccepted + Double(accepted)
+            chainRejected = 0.9 * chainRejected + (accepted < depth ? 1 : 0)
+            let cap = chainLengthCap()
+            if accepted == depth { draftLength = min(draftLength + 1, cap) }
             else if accepted == 0 { draftLength = max(1, draftLength - 1) }
+            draftLength = min(draftLength, cap)
         }
         // Judged over the window since the request began (after the warm-up) or since the last retry (after half
         // of it).

@@ -69,6 +69,48 @@ final class AdaptiveSpeculationTests: XCTestCase {
         XCTAssertEqual(bad.stats.drafted, 20 + bad.stats.steps - 5)
     }
 
+    func testTheChainLengthIsTheOneWithTheMostTokensPerUnitOfTime() {
+        let steep = CostModel(draftPerToken: 0, verify: [0.0] + (1...17).map { Double($0) })
+        let cheap = CostModel(draftPerToken: 0, verify: cheapVerify)
+        // A verify row that costs a whole decode step never pays for a second drafted token.
+        XCTAssertEqual(steep.bestChainLength(acceptance: 0.99, draftPerToken: 0, maxLength: 8), 1)
+        // Rows that cost 5 % each: the longest chain at 90 %, unless nothing is ever accepted.
+        XCTAssertEqual(cheap.bestChainLength(acceptance: 0.9, draftPerToken: 0.05, maxLength: 8), 8)
+        XCTAssertEqual(cheap.bestChainLength(acceptance: 0, draftPerToken: 0.05, maxLength: 8), 1)
+        // Session 9's Xeon: verify of 2–8 rows 0.92, 0.99, 1.11, 1.42, 1.55, 1.68, 1.93× a decode step and 0.14×
+        // per drafted token; 3 tokens at 80 % (the race measured k = 3 best: draft 1.60×, k = 5 1.48×, k = 8 1.35×).
+        let xeon = CostModel(draftPerToken: 0.14, verify: [0, 1, 0.92, 0.99, 1.11, 1.42, 1.55, 1.68, 1.93])
+        XCTAssertEqual(xeon.bestChainLength(acceptance: 0.8, draftPerToken: 0.14, maxLength: 8), 3)
+        // The better the drafts, the longer the chain (never shorter).
+        var previous = 1
+        for acceptance in stride(from: 0.0, through: 0.99, by: 0.03) {
+            let k = xeon.bestChainLength(acceptance: acceptance, draftPerToken: 0.05, maxLength: 8)
+            XCTAssertGreaterThanOrEqual(k, previous, "at acceptance \(acceptance)")
+            previous = k
+        }
+        XCTAssertEqual(CostModel.free.bestChainLength(acceptance: 0.1, draftPerToken: 0, maxLength: 6), 6, "nothing measured")
+    }
+
+    func testWhereAVerifyRowCostsAWholeStepAChainOfRightDraftsIsCutToOneToken() {
+        let expected = plain(maxTokens: 40)
+        let settings = SpeculationSettings(numDraft: 6, adaptive: true, autoDisable: false,
+                                           costModel: CostModel(draftPerToken: 0, verify: [0.0] + (1...17).map { Double($0) }))
+        let g = run(ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: true), settings, maxTokens: 40,
+                    now: Self.stoppedClock)
+        XCTAssertEqual(Array(g.generated), expected)
+        XCTAssertEqual(g.stats.acceptanceRate, 1)
+        // The first step drafts the configured 6; every later one the single token the cost model allows.
+        XCTAssertEqual(g.stats.drafted, 6 + (g.stats.steps - 1))
+        // With rows that cost 5 % each the same drafter keeps the whole chain.
+        let cheap = run(ScriptedDrafter(continuation: expected, promptCount: prompt.count, right: true),
+                        SpeculationSettings(numDraft: 6, adaptive: true, autoDisable: false,
+                                            costModel: CostModel(draftPerToken: 0, verify: cheapVerify)),
+                        maxTokens: 40, now: Self.stoppedClock)
+        XCTAssertEqual(Array(cheap.generated), expected)
+        XCTAssertEqual(cheap.stats.draftedPerPosition.count, 6)
+        XCTAssertGreaterThan(cheap.stats.drafted, 4 * cheap.stats.steps)
+    }
+
     func testARequestWhoseDraftsAreNeverAcceptedSwitchesSpeculationOffAfterTheWarmUp() {
         let expected = plain(maxTokens: 60)
         let settings = SpeculationSettings(numDraft: 4, autoDisable: true, warmupSteps: 8, retryAfter: 0,
