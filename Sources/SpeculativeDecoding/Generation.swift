@@ -56,8 +56,8 @@ public struct CostModel: Sendable, Equatable {
 
     /// The chain length in 1...maxLength that yields the most tokens per unit of time when each drafted token is
     /// right with probability `acceptance` once the ones before it were: a chain of k gives 1 + α + … + α^k tokens
-    /// for k · draftPerToken + verify(k + 1) decode steps. Where a verify row costs little (the AMD machine of
-    /// sessions 1–8) that is the longest chain; where each row costs ~10 % of a step (session 9's Xeon) it is 3.
+    /// for k · draftPerToken + verify(k + 1) decode steps. The cheaper a verify row, the longer the chain: at 80 %
+    /// acceptance 5–6 on the AMD machine of sessions 1–8 (rows ~5 % of a step), 3 on session 9's Xeon (~10 %).
     /// Of equal rates the shorter wins; with nothing measured (verify costs unknown) it is `maxLength`.
     public func bestChainLength(acceptance α: Double, draftPerToken: Double, maxLength: Int) -> Int {
         guard !verify.isEmpty else { return max(1, maxLength) }
