@@ -93,7 +93,7 @@ private func streamingMatmul(
         var r = 0
         while r < m {
             let ar = a + r * k, cr = c + r * ldc + n
-            // Literal row counts: each call inlines a kernel with only that many rows.
+            // The block height as a type: each call runs a kernel specialised for that many rows.
             switch m - r {
             case 1: kernel4x4(OneRow.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
             case 2: kernel4x4(TwoRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
