@@ -393,12 +393,18 @@ public final class Generation {
         return out
     }
 
+    /// What a plain decode step costs, as speculation is judged against it: this request's own solo plain steps,
+    /// else the model's recent ones, else the calibrated one (0: nothing timed).
+    private var plainStepSeconds: Double {
+        soloPlain.count >= 2 ? soloPlain.median : (settings.costModel.clock?.seconds ?? settings.costModel.decodeSeconds)
+    }
+
     /// The longest chain worth drafting now: the one with the most tokens per unit of time at this request's recent
     /// acceptance, for the verify costs measured at start and the draft time the request really spends per token
     /// (relative to a plain step as auto-off takes it; the calibrated figure until both were timed).
     private func chainLengthCap() -> Int {
         let cost = settings.costModel
-        let plainStep = soloPlain.count >= 2 ? soloPlain.median : (cost.clock?.seconds ?? cost.decodeSeconds)
+        let plainStep = plainStepSeconds
         let draftPerToken = plainStep > 0 && stats.drafted > 0 && stats.draftSeconds > 0
             ? stats.draftSeconds / Double(stats.drafted) / plainStep : cost.draftPerToken
         return cost.bestChainLength(acceptance: chainAccepted / (chainAccepted + chainRejected),
@@ -431,7 +437,7 @@ public final class Generation {
             // else the draft time it really spent per step with the calibrated verify cost; else the calibrated
             // model alone.
             let cost = settings.costModel
-            let plainStep = soloPlain.count >= 2 ? soloPlain.median : (cost.clock?.seconds ?? cost.decodeSeconds)
+            let plainStep = plainStepSeconds
             let speedup: Double
             if plainStep > 0 && soloSpeculative.count >= min(4, settings.warmupSteps) {
                 // Tokens per step over the whole window, not the last few steps: one lucky or unlucky step must not
