@@ -78,31 +78,62 @@ private func tail(_ a: UnsafePointer<Float>, _ w: UnsafePointer<Float>, from sta
     return s
 }
 
-/// Outputs `outputs` of C for all M rows: for each tile of 4 weight rows (read from memory once, then from L1),
-/// every block of up to 4 activation rows. The kernel is specialised per block height (1…4) so a short block
-/// computes only its own rows: verify steps of 5–8 rows are compute-bound enough for that to matter.
+/// Outputs `outputs` of C for all M rows: for each tile of weight rows (read from memory once, then from L1),
+/// every block of activation rows. A block is computed in one pass over the tile, and one pass is what overlaps
+/// the weight stream with the FMAs: a second pass over a tile already in L1 adds its whole compute time to the
+/// step (the memory sits idle meanwhile). So blocks are as tall as the 32 vector registers allow:
+///  - up to 6 rows: tiles of 4 weight rows, `kernel4xH` (4 × 6 = 24 accumulators + 4 weight vectors + 1 row);
+///  - 7 rows and more: tiles of 2 weight rows, `kernel2xH`, blocks of at most 12 rows (2 × 12 accumulators),
+///    balanced heights when there are several (13 → 7 + 6, 16 → 8 + 8).
+/// Measured against tiles of 4 with blocks of ≤ 6, interleaved, all weights of the shipped target over one row:
+/// 7 rows 1.56× → 1.29×, 8 rows 1.69× → 1.42×, 12 rows 2.14× → 1.84×; at 5–6 rows the two are within noise.
+/// Each kernel is specialised per block height so a short block computes only its own rows.
 @inline(__always)
 private func streamingMatmul(
     _ a: UnsafePointer<Float>, m: Int, k: Int, weight: UnsafePointer<Float>, outputs: Range<Int>,
     c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
     let kv = k - k % vecWidth
+    let wide = m > maxBlockHeight
+    let tile = wide ? 2 : 4, most = wide ? maxWideBlockHeight : maxBlockHeight
+    let blocks = (m + most - 1) / most
     var n = outputs.lowerBound
-    while n + 4 <= outputs.upperBound {
+    while n + tile <= outputs.upperBound {
         let w = weight + n * k
         var r = 0
-        while r < m {
+        for b in 0..<blocks {
+            // Balanced heights: block b ends at ⌈m·(b+1)/blocks⌉.
+            let end = (m * (b + 1) + blocks - 1) / blocks
             let ar = a + r * k, cr = c + r * ldc + n
             // The block height as a type: each call runs a kernel specialised for that many rows.
-            switch m - r {
-            case 1: kernel4x4(OneRow.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
-            case 2: kernel4x4(TwoRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
-            case 3: kernel4x4(ThreeRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
-            default: kernel4x4(FourRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+            if wide {
+                switch end - r {
+                case 1: kernel2xH(OneRow.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 2: kernel2xH(TwoRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 3: kernel2xH(ThreeRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 4: kernel2xH(FourRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 5: kernel2xH(FiveRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 6: kernel2xH(SixRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 7: kernel2xH(SevenRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 8: kernel2xH(EightRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 9: kernel2xH(NineRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 10: kernel2xH(TenRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 11: kernel2xH(ElevenRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                default: kernel2xH(TwelveRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                }
+            } else {
+                switch end - r {
+                case 1: kernel4xH(OneRow.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 2: kernel4xH(TwoRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 3: kernel4xH(ThreeRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 4: kernel4xH(FourRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 5: kernel4xH(FiveRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                default: kernel4xH(SixRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                }
             }
-            r += 4
+            r = end
         }
-        n += 4
+        n += tile
     }
     while n < outputs.upperBound {
         let w = weight + n * k
@@ -113,6 +144,11 @@ private func streamingMatmul(
     }
 }
 
+/// The most activation rows one pass over a 4-row weight tile computes.
+let maxBlockHeight = 6
+/// The most activation rows one pass over a 2-row weight tile computes.
+let maxWideBlockHeight = 12
+
 /// A block height of the kernel as a type, so each height is its own specialised function with the row count a
 /// constant. (A literal `rows` argument to an `@inline(__always)` function was not enough: the compiler kept one
 /// out-of-line kernel that tested the row count inside its loop and reloaded the row pointers from the stack.)
@@ -121,21 +157,32 @@ private enum OneRow: BlockHeight { static var rows: Int { 1 } }
 private enum TwoRows: BlockHeight { static var rows: Int { 2 } }
 private enum ThreeRows: BlockHeight { static var rows: Int { 3 } }
 private enum FourRows: BlockHeight { static var rows: Int { 4 } }
+private enum FiveRows: BlockHeight { static var rows: Int { 5 } }
+private enum SixRows: BlockHeight { static var rows: Int { 6 } }
+private enum SevenRows: BlockHeight { static var rows: Int { 7 } }
+private enum EightRows: BlockHeight { static var rows: Int { 8 } }
+private enum NineRows: BlockHeight { static var rows: Int { 9 } }
+private enum TenRows: BlockHeight { static var rows: Int { 10 } }
+private enum ElevenRows: BlockHeight { static var rows: Int { 11 } }
+private enum TwelveRows: BlockHeight { static var rows: Int { 12 } }
 
-/// Four weight rows × `H.rows` (1...4) activation rows, one 16-lane accumulator per output; the unused rows' loads
-/// and FMAs fold away.
+/// Four weight rows × `H.rows` (1...6) activation rows, one 16-lane accumulator per output; the unused rows'
+/// loads and FMAs fold away.
 @inline(__always)
-private func kernel4x4<H: BlockHeight>(
+private func kernel4xH<H: BlockHeight>(
     _: H.Type, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>,
     c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
     let rows = H.rows
     let a0 = a, a1 = a + min(1, rows - 1) * k, a2 = a + min(2, rows - 1) * k, a3 = a + min(3, rows - 1) * k
+    let a4 = a + min(4, rows - 1) * k, a5 = a + min(5, rows - 1) * k
     let w0 = w, w1 = w + k, w2 = w + 2 * k, w3 = w + 3 * k
     var c00 = Vec(), c01 = Vec(), c02 = Vec(), c03 = Vec()
     var c10 = Vec(), c11 = Vec(), c12 = Vec(), c13 = Vec()
     var c20 = Vec(), c21 = Vec(), c22 = Vec(), c23 = Vec()
     var c30 = Vec(), c31 = Vec(), c32 = Vec(), c33 = Vec()
+    var c40 = Vec(), c41 = Vec(), c42 = Vec(), c43 = Vec()
+    var c50 = Vec(), c51 = Vec(), c52 = Vec(), c53 = Vec()
     // The tile after next (4k floats, starting 8k floats on) is prefetched 4 lines per iteration, so it is in
     // cache by the time it is needed: with several rows the FMAs would otherwise hide memory requests. Two tiles
     // ahead rather than one: at k = 384 one tile is 6 KB, less than the bytes in flight during one DRAM latency
@@ -166,12 +213,95 @@ private func kernel4x4<H: BlockHeight>(
             c30 = c30.addingProduct(y3, x0); c31 = c31.addingProduct(y3, x1)
             c32 = c32.addingProduct(y3, x2); c33 = c33.addingProduct(y3, x3)
         }
+        if rows > 4 {
+            let y4 = load(a4 + p)
+            c40 = c40.addingProduct(y4, x0); c41 = c41.addingProduct(y4, x1)
+            c42 = c42.addingProduct(y4, x2); c43 = c43.addingProduct(y4, x3)
+        }
+        if rows > 5 {
+            let y5 = load(a5 + p)
+            c50 = c50.addingProduct(y5, x0); c51 = c51.addingProduct(y5, x1)
+            c52 = c52.addingProduct(y5, x2); c53 = c53.addingProduct(y5, x3)
+        }
         p &+= vecWidth
     }
     store4(c, a0, k: k, kv: kv, w: w, c00, c01, c02, c03)
     if rows > 1 { store4(c + ldc, a1, k: k, kv: kv, w: w, c10, c11, c12, c13) }
     if rows > 2 { store4(c + 2 * ldc, a2, k: k, kv: kv, w: w, c20, c21, c22, c23) }
     if rows > 3 { store4(c + 3 * ldc, a3, k: k, kv: kv, w: w, c30, c31, c32, c33) }
+    if rows > 4 { store4(c + 4 * ldc, a4, k: k, kv: kv, w: w, c40, c41, c42, c43) }
+    if rows > 5 { store4(c + 5 * ldc, a5, k: k, kv: kv, w: w, c50, c51, c52, c53) }
+}
+
+/// Two weight rows × `H.rows` (1...12) activation rows, for batches of 7–12 rows (24 accumulators at most, so
+/// 8 rows still pass over each weight tile once; a 4-row tile would need 32 accumulators). Same arithmetic per
+/// output as `kernel4xH`.
+@inline(__always)
+private func kernel2xH<H: BlockHeight>(
+    _: H.Type, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    let rows = H.rows
+    let a0 = a
+    let a1 = a + min(1, rows - 1) * k
+    let a2 = a + min(2, rows - 1) * k
+    let a3 = a + min(3, rows - 1) * k
+    let a4 = a + min(4, rows - 1) * k
+    let a5 = a + min(5, rows - 1) * k
+    let a6 = a + min(6, rows - 1) * k
+    let a7 = a + min(7, rows - 1) * k
+    let a8 = a + min(8, rows - 1) * k
+    let a9 = a + min(9, rows - 1) * k
+    let a10 = a + min(10, rows - 1) * k
+    let a11 = a + min(11, rows - 1) * k
+    let w0 = w, w1 = w + k
+    var c0_0 = Vec(), c0_1 = Vec()
+    var c1_0 = Vec(), c1_1 = Vec()
+    var c2_0 = Vec(), c2_1 = Vec()
+    var c3_0 = Vec(), c3_1 = Vec()
+    var c4_0 = Vec(), c4_1 = Vec()
+    var c5_0 = Vec(), c5_1 = Vec()
+    var c6_0 = Vec(), c6_1 = Vec()
+    var c7_0 = Vec(), c7_1 = Vec()
+    var c8_0 = Vec(), c8_1 = Vec()
+    var c9_0 = Vec(), c9_1 = Vec()
+    var c10_0 = Vec(), c10_1 = Vec()
+    var c11_0 = Vec(), c11_1 = Vec()
+    // Prefetched as in `kernel4xH`: the same distance in bytes (8k floats, four 2-row tiles ahead), the tile's
+    // two lines per iteration.
+    let next = w + 8 * k
+    var p = 0
+    while p < kv {
+        specserve_prefetch(next + 2 * p)
+        specserve_prefetch(next + 2 * p + 16)
+        let x0 = load(w0 + p), x1 = load(w1 + p)
+        let y0 = load(a0 + p)
+        c0_0 = c0_0.addingProduct(y0, x0); c0_1 = c0_1.addingProduct(y0, x1)
+        if rows > 1 { let y = load(a1 + p); c1_0 = c1_0.addingProduct(y, x0); c1_1 = c1_1.addingProduct(y, x1) }
+        if rows > 2 { let y = load(a2 + p); c2_0 = c2_0.addingProduct(y, x0); c2_1 = c2_1.addingProduct(y, x1) }
+        if rows > 3 { let y = load(a3 + p); c3_0 = c3_0.addingProduct(y, x0); c3_1 = c3_1.addingProduct(y, x1) }
+        if rows > 4 { let y = load(a4 + p); c4_0 = c4_0.addingProduct(y, x0); c4_1 = c4_1.addingProduct(y, x1) }
+        if rows > 5 { let y = load(a5 + p); c5_0 = c5_0.addingProduct(y, x0); c5_1 = c5_1.addingProduct(y, x1) }
+        if rows > 6 { let y = load(a6 + p); c6_0 = c6_0.addingProduct(y, x0); c6_1 = c6_1.addingProduct(y, x1) }
+        if rows > 7 { let y = load(a7 + p); c7_0 = c7_0.addingProduct(y, x0); c7_1 = c7_1.addingProduct(y, x1) }
+        if rows > 8 { let y = load(a8 + p); c8_0 = c8_0.addingProduct(y, x0); c8_1 = c8_1.addingProduct(y, x1) }
+        if rows > 9 { let y = load(a9 + p); c9_0 = c9_0.addingProduct(y, x0); c9_1 = c9_1.addingProduct(y, x1) }
+        if rows > 10 { let y = load(a10 + p); c10_0 = c10_0.addingProduct(y, x0); c10_1 = c10_1.addingProduct(y, x1) }
+        if rows > 11 { let y = load(a11 + p); c11_0 = c11_0.addingProduct(y, x0); c11_1 = c11_1.addingProduct(y, x1) }
+        p &+= vecWidth
+    }
+    store2(c + 0 * ldc, a0, k: k, kv: kv, w: w, c0_0, c0_1)
+    if rows > 1 { store2(c + 1 * ldc, a1, k: k, kv: kv, w: w, c1_0, c1_1) }
+    if rows > 2 { store2(c + 2 * ldc, a2, k: k, kv: kv, w: w, c2_0, c2_1) }
+    if rows > 3 { store2(c + 3 * ldc, a3, k: k, kv: kv, w: w, c3_0, c3_1) }
+    if rows > 4 { store2(c + 4 * ldc, a4, k: k, kv: kv, w: w, c4_0, c4_1) }
+    if rows > 5 { store2(c + 5 * ldc, a5, k: k, kv: kv, w: w, c5_0, c5_1) }
+    if rows > 6 { store2(c + 6 * ldc, a6, k: k, kv: kv, w: w, c6_0, c6_1) }
+    if rows > 7 { store2(c + 7 * ldc, a7, k: k, kv: kv, w: w, c7_0, c7_1) }
+    if rows > 8 { store2(c + 8 * ldc, a8, k: k, kv: kv, w: w, c8_0, c8_1) }
+    if rows > 9 { store2(c + 9 * ldc, a9, k: k, kv: kv, w: w, c9_0, c9_1) }
+    if rows > 10 { store2(c + 10 * ldc, a10, k: k, kv: kv, w: w, c10_0, c10_1) }
+    if rows > 11 { store2(c + 11 * ldc, a11, k: k, kv: kv, w: w, c11_0, c11_1) }
 }
 
 /// Finishes one row's 4 outputs: horizontal sums, then the scalar tail of K.
@@ -184,6 +314,16 @@ private func store4(
     out[1] = horizontalSum(v1) + tail(a, w + k, from: kv, to: k)
     out[2] = horizontalSum(v2) + tail(a, w + 2 * k, from: kv, to: k)
     out[3] = horizontalSum(v3) + tail(a, w + 3 * k, from: kv, to: k)
+}
+
+/// Finishes one row's 2 outputs, as `store4` does.
+@inline(__always)
+private func store2(
+    _ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>,
+    _ v0: Vec, _ v1: Vec
+) {
+    out[0] = horizontalSum(v0) + tail(a, w, from: kv, to: k)
+    out[1] = horizontalSum(v1) + tail(a, w + k, from: kv, to: k)
 }
 
 @inline(__always)

@@ -15,8 +15,10 @@ final class MatmulTests: XCTestCase {
     }
 
     func testEveryPathMatchesTheNaiveProductIncludingRaggedShapes() {
-        // K and N that are not multiples of the vector width or the 4-output tile exercise every tail.
-        for (m, n, k) in [(1, 64, 384), (3, 37, 53), (5, 130, 1024), (16, 8, 16), (17, 33, 100)] {
+        // K and N that are not multiples of the vector width or the 4- and 2-output tiles exercise every tail;
+        // M from 1 to 25 covers every kernel (4-row tiles up to 6 rows, 2-row tiles beyond) and 1–3 row blocks.
+        for (m, n, k) in [(1, 64, 384), (3, 37, 53), (5, 130, 1024), (6, 22, 384), (8, 37, 53), (12, 18, 1024),
+                          (16, 8, 16), (17, 33, 100), (25, 9, 70)] {
             let a = randomVector(m * k, seed: UInt64(m * 1000 + k))
             let wValues = randomVector(n * k, seed: UInt64(n * 7 + k))
             let weight = Tensor(shape: [n, k], values: wValues)
@@ -31,9 +33,9 @@ final class MatmulTests: XCTestCase {
     func testStreamingRowIsBitwiseTheSameWhateverTheBatch() {
         let n = 72, k = 200
         let weight = Tensor(shape: [n, k], values: randomVector(n * k, seed: 11))
-        let rows = (0..<20).map { randomVector(k, seed: 100 + UInt64($0)) }
+        let rows = (0..<26).map { randomVector(k, seed: 100 + UInt64($0)) }
         let alone = rows.map { run($0, rows: 1, weight: weight, path: .streaming) }
-        for m in 2...20 {
+        for m in 2...26 {
             let batch = run(rows.prefix(m).flatMap { $0 }, rows: m, weight: weight, path: .streaming)
             for r in 0..<m {
                 XCTAssertEqual(Array(batch[r * n..<(r + 1) * n]), alone[r], "row \(r) in a batch of \(m)")
