@@ -7,6 +7,16 @@
 // and the tile's terms added in order. The full score matrix is never built, and because tiling and order depend
 // only on the row's own logical positions, a row's output is bitwise the same alone, in a chain or in a tree.
 //
+// The arithmetic of one query (one row, one head), fixed whatever the batch:
+//   score  = dot(q, k) · scale, `dot` = 16 lane-wise FMA chains over d then the tree sum of `horizontalSum`;
+//   tile   = max of the scores; weights e^(s − m); tile sum = the weights' 16-lane halves added, then the tree sum;
+//   acc[x] = acc[x] + p · v[x], position by position.
+// Two layouts compute exactly that:
+//   - by row (`attendRows`): a query's dimensions in the lanes; cheapest for a decode row's few queries;
+//   - by lane (`attendLanes`, AttentionLanes.swift): up to 16 queries in the lanes of one vector, so each key is
+//     read once for all of them and no horizontal sums are needed; for verify chains, trees and prompts, where a
+//     row at a time would redo the whole tile for every row.
+//
 // Layout: q `[rows, numHeads · headDim]` (after RoPE), out the same; K/V from the cache `[slot][kvHeads · headDim]`.
 // Query head h reads KV head h / (numHeads / numKVHeads) (the HF repeat_kv grouping).
 
@@ -24,47 +34,79 @@ public struct AttentionShape: Sendable {
     }
 }
 
-/// Rows of one sequence that walk the KV tiles together (see `tiledAttention`); a verify chain or a draft tree
-/// is one group, a prompt is several.
+/// Rows of one sequence that walk the KV tiles together by row (see `tiledAttention`).
 let attentionRowGroup = 16
+
+/// A run of rows sharing one cache takes the lane layout from this many queries (rows × query heads per KV head)
+/// on. A lane pass costs about the same for 1 query as for 16 (every key's 64 FMAs for scores and 64 for V fill
+/// the lanes whether they are used or not), so below this the row layout does less work. Measured on the shipped
+/// target (3 queries per row), attention over all layers, in one process: 5 rows 0.35 → 0.27 ms at context 256
+/// and 1.18 → 0.82–0.86 ms at context 900; 3 rows about equal; 1 row 2.3× slower by lane.
+let laneLayoutMinimumQueries = 13
+
+/// One work item for one KV head: rows walked by row, or a chunk of queries walked by lane.
+enum AttentionWork {
+    case rows(Range<Int>)
+    case lanes(AttentionChunk)
+}
 
 /// Attention of every row of `rows` for one layer; rows' K/V must already be in their caches.
 ///
-/// Work items are (KV head, group of consecutive rows sharing one cache). Within an item the tiles are the outer
-/// loop and the rows the inner one, so each K/V tile is read from memory once for the whole group and then from
-/// L1 — a verify chain's rows all read the same prefix. A row's own arithmetic (its tiles, its order) is exactly
-/// what it would be alone, so the output stays batch-invariant. Items are ordered KV head first, so with as many
-/// threads as KV heads every thread gets the same rows (prompt rows differ a lot in length).
+/// Work items are (KV head, group of consecutive rows sharing one cache), each walked in the layout that suits its
+/// size. Within an item the tiles are the outer loop, so each K/V tile is read from memory once for the whole
+/// group and then from L1 — a verify chain's rows all read the same prefix. Items are ordered KV head first, so
+/// with as many threads as KV heads every thread gets the same rows (prompt rows differ a lot in length).
 public func tiledAttention(
     q: UnsafePointer<Float>, rows: [Row], layer: Int, shape: AttentionShape, out: UnsafeMutablePointer<Float>,
     pool: WorkerPool = .shared
 ) {
-    var groups: [Range<Int>] = []
+    let heads = shape.numHeads / shape.numKVHeads
+    var work: [AttentionWork] = []
     var start = 0
     while start < rows.count {
         var end = start + 1
-        while end < rows.count && end - start < attentionRowGroup && rows[end].cache === rows[start].cache { end += 1 }
-        groups.append(start..<end)
+        while end < rows.count && rows[end].cache === rows[start].cache { end += 1 }
+        let queries = (end - start) * heads
+        if queries >= laneLayoutMinimumQueries {
+            // Chunks of balanced size, at most 16 queries each.
+            let parts = (queries + attentionLanes - 1) / attentionLanes
+            for part in 0..<parts {
+                work.append(.lanes(AttentionChunk(base: start, lanes: queries * part / parts..<queries * (part + 1) / parts)))
+            }
+        } else {
+            var lo = start
+            while lo < end {
+                let hi = min(end, lo + attentionRowGroup)
+                work.append(.rows(lo..<hi))
+                lo = hi
+            }
+        }
         start = end
     }
-    let items = groups.count * shape.numKVHeads
+    let items = work.count * shape.numKVHeads
     let qStride = shape.numHeads * shape.headDim
-    let largestGroup = groups.map(\.count).max() ?? 0
+    let largestGroup = work.map { if case let .rows(r) = $0 { r.count } else { 0 } }.max() ?? 0
     pool.parallelFor(items) { range in
-        let heads = shape.numHeads / shape.numKVHeads
-        // Per-thread scratch: one tile of scores per query head of the group, and per row: an accumulator per
-        // head, the running maxima and sums.
+        let d = shape.headDim
+        // Per-thread scratch. By row: one tile of scores per query head of the group, and per row an accumulator
+        // per head, the running maxima and sums. By lane: see `LaneScratch`.
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: heads * attentionTile)
-        let acc = UnsafeMutablePointer<Float>.allocate(capacity: largestGroup * heads * shape.headDim)
-        let state = UnsafeMutablePointer<Float>.allocate(capacity: 2 * largestGroup * heads)
-        defer { scores.deallocate(); acc.deallocate(); state.deallocate() }
+        let acc = UnsafeMutablePointer<Float>.allocate(capacity: max(1, largestGroup * heads * d))
+        let state = UnsafeMutablePointer<Float>.allocate(capacity: max(1, 2 * largestGroup * heads))
+        let lanes = LaneScratch(headDim: d)
+        defer { scores.deallocate(); acc.deallocate(); state.deallocate(); lanes.deallocate() }
         for item in range {
-            let kvHead = item / groups.count, group = groups[item % groups.count]
-            let firstHead = kvHead * heads
-            attendRows(
-                q: q + firstHead * shape.headDim, qStride: qStride, rows: rows, group: group, layer: layer,
-                kvHead: kvHead, heads: heads, shape: shape, out: out + firstHead * shape.headDim,
-                scores: scores, acc: acc, state: state)
+            let kvHead = item / work.count
+            switch work[item % work.count] {
+            case let .rows(group):
+                let firstHead = kvHead * heads
+                attendRows(
+                    q: q + firstHead * d, qStride: qStride, rows: rows, group: group, layer: layer,
+                    kvHead: kvHead, heads: heads, shape: shape, out: out + firstHead * d,
+                    scores: scores, acc: acc, state: state)
+            case let .lanes(chunk):
+                attendLanes(q: q, rows: rows, chunk: chunk, kvHead: kvHead, layer: layer, shape: shape, out: out, scratch: lanes)
+            }
         }
     }
 }
@@ -157,10 +199,10 @@ private func attendRows(
 }
 
 @inline(__always)
-private func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
+func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self) }
 
 @inline(__always)
-private func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self) }
+func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self) }
 
 /// Eight scores of one query head at head dim 64: `s[j] = dot(q, k[j], 64) · scale`, bitwise what `dot` gives
 /// (the same four FMAs per key in the same order, the same horizontal sum), but eight keys at once. A key at a

@@ -2,7 +2,8 @@ import XCTest
 @testable import InferenceCore
 
 final class AttentionTests: XCTestCase {
-    /// Head dimension 16 takes the generic path, 64 the register-resident fast path; every test runs both.
+    /// Head dimensions 16 and 64, with 2 and 3 query heads per KV head (lanes split rows differently); every test
+    /// runs both.
     static let shapes = [AttentionShape(numHeads: 4, numKVHeads: 2, headDim: 16),
                          AttentionShape(numHeads: 6, numKVHeads: 2, headDim: 64)]
     var shape = AttentionTests.shapes[0]
@@ -45,8 +46,37 @@ final class AttentionTests: XCTestCase {
         return out
     }
 
-    /// The head-dim-64 score kernel takes eight keys at once with packed horizontal sums; each score must be
-    /// bitwise the one-key `dot` (a changed order would change the model's outputs, not just speed them up).
+    /// The lane layout's score kernel computes 16 queries against one key; each lane must be bitwise the row
+    /// layout's `dot · scale` (and `scores8`, its eight-key form at head dim 64), or a row's output would depend on
+    /// the layout its batch picked.
+    func testLaneScoresAreBitwiseTheRowLayoutsDotProducts() {
+        for d in [16, 64, 72] {
+            for seed in UInt64(0)..<10 {
+                let queries = (0..<attentionLanes).map { randomVector(d, seed: 100 + 16 * seed + UInt64($0), scale: 3) }
+                var qt = [Float](repeating: 0, count: d * attentionLanes)
+                for (lane, query) in queries.enumerated() { for x in 0..<d { qt[x * attentionLanes + lane] = query[x] } }
+                let key = randomVector(d, seed: 300 + seed, scale: 3)
+                let scale: Float = 0.125
+                var got = [Float](repeating: .nan, count: attentionLanes)
+                var partials = [Float](repeating: .nan, count: 17 * attentionLanes)
+                qt.withUnsafeBufferPointer { q in
+                    key.withUnsafeBufferPointer { k in
+                        got.withUnsafeMutableBufferPointer { g in
+                            partials.withUnsafeMutableBufferPointer {
+                                laneScores(q.baseAddress!, d: d, key: k.baseAddress!, scale: scale, into: g.baseAddress!, partials: $0.baseAddress!)
+                            }
+                        }
+                        for lane in 0..<attentionLanes {
+                            let expected = queries[lane].withUnsafeBufferPointer { dot($0.baseAddress!, k.baseAddress!, d) } * scale
+                            XCTAssertEqual(got[lane].bitPattern, expected.bitPattern, "d \(d) seed \(seed) lane \(lane)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The row layout's eight-key score kernel (head dim 64) must be bitwise its one-key `dot`.
     func testEightKeyScoresAreBitwiseTheOneKeyDotProducts() {
         for seed in UInt64(0)..<20 {
             let q = randomVector(64, seed: 100 + seed, scale: 3)
@@ -136,15 +166,16 @@ final class AttentionTests: XCTestCase {
         for s in AttentionTests.shapes { shape = s; checkRowsWalkingTheTilesTogetherEqualEachRowAlone() }
     }
 
-    /// Rows of one cache share each K/V tile (groups of `attentionRowGroup`); a run longer than a group, split by
-    /// rows of another cache and followed by tree rows, must give every row bitwise what it gets alone.
+    /// Rows of one cache share each K/V tile. A run of them long enough for the lane layout (several chunks of 16
+    /// queries), split by single rows of another cache (the row layout) and followed by tree rows whose branches
+    /// read different slots at the same position, must give every row bitwise what it gets alone (row layout).
     private func checkRowsWalkingTheTilesTogetherEqualEachRowAlone() {
         let a = randomCache(slots: 120, seed: 31), b = randomCache(slots: 80, seed: 32)
         a.append(90)
-        var rows = (0..<(attentionRowGroup + 5)).map { Row(token: 0, position: 3 * $0, cache: a) }
+        var rows = (0..<21).map { Row(token: 0, position: 3 * $0, cache: a) }
         rows.insert(Row(token: 0, position: 70, cache: b), at: 7)
         rows.append(Row(token: 0, position: 79, cache: b))
-        rows += [[90], [90, 91], [90, 92]].map {
+        rows += [[90], [90, 91], [90, 92], [90, 91, 93], [90, 91, 94], [90, 92, 95], [90, 92, 95, 96], [90, 91, 93, 97]].map {
             Row(token: 0, position: 90 + $0.count - 1, cache: a, slot: $0.last!, visibility: .tree(prefixLength: 90, path: $0))
         }
         let width = shape.numHeads * shape.headDim

@@ -1,0 +1,274 @@
+// Attention by lane: up to 16 queries (rows × query heads of one KV head, one cache) in the lanes of one vector.
+//
+// Each query's arithmetic is exactly the row layout's (Attention.swift): the 16-lane FMA chains of `dot` become 16
+// accumulators whose lanes are queries, added in `horizontalSum`'s tree; the tile sum adds the weights' halves and
+// then the same tree; V is accumulated position by position. So a row gives bitwise the same output in either
+// layout, and a key is read once per chunk instead of once per row.
+//
+// A position a lane cannot see (beyond its own row's position) gets the score −∞ and the weight 0: its max, sum
+// and accumulator stay exactly as they were, as if the row had stopped there. Positions whose slot differs
+// between the chunk's rows (the branches of a tree) are computed query by query with `dot` and scalar FMAs.
+//
+// Scratch per thread: qt `[headDim][16]` the transposed queries, acc `[headDim][16]` the accumulator, scores
+// `[tile][16]` (then the weights), and the shared V row of each position of the tile.
+
+/// The queries one lane-layout work item computes together: one SIMD16 lane each.
+let attentionLanes = 16
+
+/// A run of rows sharing one cache and a slice of its queries: lane ℓ of the run is row `base + ℓ / headsPerKV`,
+/// query head `ℓ % headsPerKV` of the KV head.
+struct AttentionChunk {
+    var base: Int
+    var lanes: Range<Int>
+}
+
+/// One thread's buffers for `attendLanes`.
+struct LaneScratch {
+    let qt, acc, scores, partials: UnsafeMutablePointer<Float>
+    let sharedValues: UnsafeMutablePointer<UnsafePointer<Float>?>
+
+    init(headDim d: Int) {
+        qt = .allocate(capacity: d * attentionLanes)
+        acc = .allocate(capacity: d * attentionLanes)
+        scores = .allocate(capacity: attentionTile * attentionLanes)
+        partials = .allocate(capacity: 17 * attentionLanes)
+        sharedValues = .allocate(capacity: attentionTile)
+    }
+
+    func deallocate() { qt.deallocate(); acc.deallocate(); scores.deallocate(); partials.deallocate(); sharedValues.deallocate() }
+}
+
+/// One chunk of queries against one KV head, tile by tile.
+func attendLanes(
+    q: UnsafePointer<Float>, rows: [Row], chunk: AttentionChunk, kvHead: Int, layer: Int, shape: AttentionShape,
+    out: UnsafeMutablePointer<Float>, scratch: LaneScratch
+) {
+    let d = shape.headDim, heads = shape.numHeads / shape.numKVHeads, stride = shape.numHeads * d
+    let (qt, acc, scores, sharedValues) = (scratch.qt, scratch.acc, scratch.scores, scratch.sharedValues)
+    let laneCount = chunk.lanes.count, cache = rows[chunk.base].cache
+    let firstRow = chunk.base + chunk.lanes.lowerBound / heads, lastRow = chunk.base + (chunk.lanes.upperBound - 1) / heads
+    @inline(__always) func rowOf(_ lane: Int) -> Int { chunk.base + (chunk.lanes.lowerBound + lane) / heads }
+    @inline(__always) func queryOf(_ lane: Int) -> UnsafePointer<Float> {
+        q + rowOf(lane) * stride + (kvHead * heads + (chunk.lanes.lowerBound + lane) % heads) * d
+    }
+
+    // Transposed queries (unused lanes zero), each lane's visible count, and the positions below which every row
+    // of the chunk reads slot = position (all of them for causal rows; a tree row's committed prefix).
+    qt.initialize(repeating: 0, count: d * attentionLanes)
+    acc.initialize(repeating: 0, count: d * attentionLanes)
+    var visible = SIMD16<Int32>(repeating: 0)
+    for lane in 0..<laneCount {
+        let qp = queryOf(lane)
+        for x in 0..<d { qt[x * attentionLanes + lane] = qp[x] }
+        visible[lane] = Int32(rows[rowOf(lane)].visibleCount)
+    }
+    var longest = 0, sharedBelow = Int.max
+    for r in firstRow...lastRow {
+        longest = max(longest, rows[r].visibleCount)
+        if case let .tree(prefixLength, _) = rows[r].visibility { sharedBelow = min(sharedBelow, prefixLength) }
+    }
+    let kvOffset = kvHead * d, scale = shape.scale
+    var runningMax = SIMD16<Float>(repeating: -.infinity), runningSum = SIMD16<Float>()
+
+    // acc[x] += p · v[x] for the lanes' own V rows at a position where the rows read different slots.
+    func accumulateLanes(dims: Range<Int>, position: Int, weights: UnsafePointer<Float>) {
+        for lane in 0..<laneCount where position < Int(visible[lane]) {
+            let v = cache.value(layer: layer, slot: rows[rowOf(lane)].slot(ofLogical: position)) + kvOffset
+            for x in dims {
+                acc[x * attentionLanes + lane] = acc[x * attentionLanes + lane].addingProduct(weights[lane], v[x])
+            }
+        }
+    }
+
+    var tileStart = 0
+    while tileStart < longest {
+        let n = min(attentionTile, longest - tileStart)
+        // Scores, −∞ where a lane cannot see the position; the tile's unused positions hold weight 0.
+        for j in 0..<n {
+            let position = tileStart + j, s = scores + j * attentionLanes
+            var slot = position, differ = false
+            if position >= sharedBelow {
+                // Beyond a tree's prefix: the slot each visible row reads here.
+                var common: Int? = nil
+                for r in firstRow...lastRow where position < rows[r].visibleCount {
+                    let own = rows[r].slot(ofLogical: position)
+                    if common == nil { common = own } else if common != own { differ = true }
+                }
+                slot = common ?? position
+            }
+            if differ {
+                for lane in 0..<attentionLanes { s[lane] = 0 }
+                for lane in 0..<laneCount where position < Int(visible[lane]) {
+                    let key = cache.key(layer: layer, slot: rows[rowOf(lane)].slot(ofLogical: position)) + kvOffset
+                    s[lane] = dot(queryOf(lane), key, d) * scale
+                }
+                sharedValues[j] = nil
+            } else {
+                laneScores(qt, d: d, key: cache.key(layer: layer, slot: slot) + kvOffset, scale: scale, into: s,
+                           partials: scratch.partials)
+                sharedValues[j] = UnsafePointer(cache.value(layer: layer, slot: slot) + kvOffset)
+            }
+            let seen = SIMD16<Int32>(repeating: Int32(position)) .< visible
+            store16(load16(s).replacing(with: -.infinity, where: .!seen), s)
+        }
+
+        // Online softmax, lane by lane, as `attendRows` does per query.
+        var tileMax = SIMD16<Float>(repeating: -.infinity)
+        for j in 0..<n {
+            let s = load16(scores + j * attentionLanes)
+            tileMax = tileMax.replacing(with: s, where: s .> tileMax)
+        }
+        let newMax = runningMax.replacing(with: tileMax, where: tileMax .> runningMax)
+        let correction = exp16(runningMax - newMax).replacing(with: 0, where: runningMax .== -.infinity)
+        runningMax = newMax
+        for j in 0..<attentionTile {
+            let s = scores + j * attentionLanes
+            if j < n {
+                let x = load16(s)
+                store16(exp16(x - newMax).replacing(with: 0, where: x .== -.infinity), s)
+            } else {
+                store16(SIMD16(), s)
+            }
+        }
+        runningSum = runningSum * correction + laneTileSum(scores, columns: scratch.partials)
+        for x in 0..<d { store16(load16(acc + x * attentionLanes) * correction, acc + x * attentionLanes) }
+
+        // acc[x] += p · v[x], position by position, eight dimensions of the accumulator in registers at a time.
+        var x0 = 0
+        while x0 < d {
+            let width = min(8, d - x0)
+            if width == 8 {
+                accumulateEight(acc + x0 * attentionLanes, weights: scores, count: n, values: sharedValues, from: x0) { j in
+                    accumulateLanes(dims: x0..<(x0 + 8), position: tileStart + j, weights: scores + j * attentionLanes)
+                }
+            } else {
+                for x in x0..<(x0 + width) {
+                    var a = load16(acc + x * attentionLanes)
+                    for j in 0..<n {
+                        if let v = sharedValues[j] {
+                            a = a.addingProduct(load16(scores + j * attentionLanes), SIMD16(repeating: v[x]))
+                        } else {
+                            store16(a, acc + x * attentionLanes)
+                            accumulateLanes(dims: x..<(x + 1), position: tileStart + j, weights: scores + j * attentionLanes)
+                            a = load16(acc + x * attentionLanes)
+                        }
+                    }
+                    store16(a, acc + x * attentionLanes)
+                }
+            }
+            x0 += width
+        }
+        tileStart += attentionTile
+    }
+
+    let inverse = SIMD16<Float>(repeating: 1) / runningSum
+    for lane in 0..<laneCount {
+        let o = out + (queryOf(lane) - q)
+        for x in 0..<d { o[x] = acc[x * attentionLanes + lane] * inverse[lane] }
+    }
+}
+
+/// One key's scores for all 16 lanes, each bitwise `dot(query, key, d) · scale`: accumulator c holds the FMA
+/// chain over dimensions c, c + 16, c + 32, … (lane c of `dot`'s vector), then `horizontalSum`'s tree
+/// ((c + 8), then (c + 4), (c + 2), (c + 1)), then the scalar tail.
+@inline(__always)
+func laneScores(
+    _ qt: UnsafePointer<Float>, d: Int, key k: UnsafePointer<Float>, scale: Float, into s: UnsafeMutablePointer<Float>,
+    partials: UnsafeMutablePointer<Float>
+) {
+    let l = attentionLanes, dv = d - d % 16
+    var p0 = SIMD16<Float>(), p1 = SIMD16<Float>(), p2 = SIMD16<Float>(), p3 = SIMD16<Float>()
+    var p4 = SIMD16<Float>(), p5 = SIMD16<Float>(), p6 = SIMD16<Float>(), p7 = SIMD16<Float>()
+    var p8 = SIMD16<Float>(), p9 = SIMD16<Float>(), p10 = SIMD16<Float>(), p11 = SIMD16<Float>()
+    var p12 = SIMD16<Float>(), p13 = SIMD16<Float>(), p14 = SIMD16<Float>(), p15 = SIMD16<Float>()
+    var i = 0
+    while i < dv {
+        let q = qt + i * l, ki = k + i
+        p0 = p0.addingProduct(load16(q), SIMD16(repeating: ki[0]))
+        p1 = p1.addingProduct(load16(q + l), SIMD16(repeating: ki[1]))
+        p2 = p2.addingProduct(load16(q + 2 * l), SIMD16(repeating: ki[2]))
+        p3 = p3.addingProduct(load16(q + 3 * l), SIMD16(repeating: ki[3]))
+        p4 = p4.addingProduct(load16(q + 4 * l), SIMD16(repeating: ki[4]))
+        p5 = p5.addingProduct(load16(q + 5 * l), SIMD16(repeating: ki[5]))
+        p6 = p6.addingProduct(load16(q + 6 * l), SIMD16(repeating: ki[6]))
+        p7 = p7.addingProduct(load16(q + 7 * l), SIMD16(repeating: ki[7]))
+        p8 = p8.addingProduct(load16(q + 8 * l), SIMD16(repeating: ki[8]))
+        p9 = p9.addingProduct(load16(q + 9 * l), SIMD16(repeating: ki[9]))
+        p10 = p10.addingProduct(load16(q + 10 * l), SIMD16(repeating: ki[10]))
+        p11 = p11.addingProduct(load16(q + 11 * l), SIMD16(repeating: ki[11]))
+        p12 = p12.addingProduct(load16(q + 12 * l), SIMD16(repeating: ki[12]))
+        p13 = p13.addingProduct(load16(q + 13 * l), SIMD16(repeating: ki[13]))
+        p14 = p14.addingProduct(load16(q + 14 * l), SIMD16(repeating: ki[14]))
+        p15 = p15.addingProduct(load16(q + 15 * l), SIMD16(repeating: ki[15]))
+        i += 16
+    }
+    // The tree runs out of line on the 16 partials stored to scratch: inlined, the compiler took its 15 vector
+    // adds apart into hundreds of lane extracts and inserts.
+    store16(p0, partials); store16(p1, partials + l); store16(p2, partials + 2 * l); store16(p3, partials + 3 * l)
+    store16(p4, partials + 4 * l); store16(p5, partials + 5 * l); store16(p6, partials + 6 * l); store16(p7, partials + 7 * l)
+    store16(p8, partials + 8 * l); store16(p9, partials + 9 * l); store16(p10, partials + 10 * l); store16(p11, partials + 11 * l)
+    store16(p12, partials + 12 * l); store16(p13, partials + 13 * l); store16(p14, partials + 14 * l); store16(p15, partials + 15 * l)
+    treeSum(partials, into: s)
+    var v = load16(s)
+    while i < d { v = v.addingProduct(load16(qt + i * l), SIMD16(repeating: k[i])); i += 1 }
+    store16(v * scale, s)
+}
+
+/// `horizontalSum`'s tree over the 16 vectors at `p` (16 floats apart), lane by lane: (c + 8), then (c + 4),
+/// (c + 2), (c + 1).
+@inline(never)
+private func treeSum(_ p: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+    let l = attentionLanes
+    let h0 = load16(p) + load16(p + 8 * l), h1 = load16(p + l) + load16(p + 9 * l)
+    let h2 = load16(p + 2 * l) + load16(p + 10 * l), h3 = load16(p + 3 * l) + load16(p + 11 * l)
+    let h4 = load16(p + 4 * l) + load16(p + 12 * l), h5 = load16(p + 5 * l) + load16(p + 13 * l)
+    let h6 = load16(p + 6 * l) + load16(p + 14 * l), h7 = load16(p + 7 * l) + load16(p + 15 * l)
+    let g0 = h0 + h4, g1 = h1 + h5, g2 = h2 + h6, g3 = h3 + h7
+    let f0 = g0 + g2, f1 = g1 + g3
+    store16(f0 + f1, out)
+}
+
+/// The tile's weights summed per lane as the row layout's `tileSum` does: position c plus c + 16 (plus c + 32, …),
+/// then the tree. Positions past the tile's end hold 0. `columns` is scratch for 17 vectors.
+@inline(__always)
+private func laneTileSum(_ w: UnsafePointer<Float>, columns: UnsafeMutablePointer<Float>) -> SIMD16<Float> {
+    let l = attentionLanes
+    for c in 0..<16 {
+        var v = load16(w + c * l)
+        var j = c + 16
+        while j < attentionTile { v += load16(w + j * l); j += 16 }
+        store16(v, columns + c * l)
+    }
+    treeSum(columns, into: columns + 16 * l)
+    return load16(columns + 16 * l)
+}
+
+/// acc[x] += p_j · v_j[x] for eight dimensions starting at `from`, positions j in order, the eight accumulator
+/// rows in registers; a position without a shared V row goes through `perLane` (the registers are written back
+/// first and reloaded after).
+@inline(__always)
+private func accumulateEight(
+    _ acc: UnsafeMutablePointer<Float>, weights: UnsafePointer<Float>, count n: Int,
+    values: UnsafePointer<UnsafePointer<Float>?>, from x: Int, perLane: (Int) -> Void
+) {
+    let l = attentionLanes
+    var a0 = load16(acc), a1 = load16(acc + l), a2 = load16(acc + 2 * l), a3 = load16(acc + 3 * l)
+    var a4 = load16(acc + 4 * l), a5 = load16(acc + 5 * l), a6 = load16(acc + 6 * l), a7 = load16(acc + 7 * l)
+    for j in 0..<n {
+        guard let v = values[j].map({ $0 + x }) else {
+            store16(a0, acc); store16(a1, acc + l); store16(a2, acc + 2 * l); store16(a3, acc + 3 * l)
+            store16(a4, acc + 4 * l); store16(a5, acc + 5 * l); store16(a6, acc + 6 * l); store16(a7, acc + 7 * l)
+            perLane(j)
+            a0 = load16(acc); a1 = load16(acc + l); a2 = load16(acc + 2 * l); a3 = load16(acc + 3 * l)
+            a4 = load16(acc + 4 * l); a5 = load16(acc + 5 * l); a6 = load16(acc + 6 * l); a7 = load16(acc + 7 * l)
+            continue
+        }
+        let p = load16(weights + j * l)
+        a0 = a0.addingProduct(p, SIMD16(repeating: v[0])); a1 = a1.addingProduct(p, SIMD16(repeating: v[1]))
+        a2 = a2.addingProduct(p, SIMD16(repeating: v[2])); a3 = a3.addingProduct(p, SIMD16(repeating: v[3]))
+        a4 = a4.addingProduct(p, SIMD16(repeating: v[4])); a5 = a5.addingProduct(p, SIMD16(repeating: v[5]))
+        a6 = a6.addingProduct(p, SIMD16(repeating: v[6])); a7 = a7.addingProduct(p, SIMD16(repeating: v[7]))
+    }
+    store16(a0, acc); store16(a1, acc + l); store16(a2, acc + 2 * l); store16(a3, acc + 3 * l)
+    store16(a4, acc + 4 * l); store16(a5, acc + 5 * l); store16(a6, acc + 6 * l); store16(a7, acc + 7 * l)
+}
