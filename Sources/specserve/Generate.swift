@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import InferenceCore
+import InferenceServer
 import SpeculativeDecoding
 
 struct Generate: ParsableCommand {
@@ -48,11 +49,24 @@ struct Generate: ParsableCommand {
         guard tokens.count < family.target.config.maxPositionEmbeddings else {
             throw CLIError("the prompt is \(tokens.count) tokens; the model's context is \(family.target.config.maxPositionEmbeddings)")
         }
-        let drafter = try family.makeDrafter(speculative)
+        // Speculation is judged by what it costs on this machine, as in `serve` and `bench`: the verify cost by rows
+        // and the method's draft cost decide the chain length each step, auto-off and the Medusa tree's size.
+        var cost = CostModel.free
+        var tree: MedusaTree?
+        if speculative != .none {
+            let start = monotonicSeconds()
+            cost = CostModel.measure(target: family.target, context: min(128, family.target.config.maxPositionEmbeddings / 2))
+            if speculative == .medusa { tree = try family.medusaTree(MedusaOptions(), cost: cost) }
+            cost.draftPerToken = DraftCost.measure(speculative, family: family, medusaTree: tree)
+            printError(String(format: "calibrated in %.2f s: verify of 2/4/8 rows %.2f×/%.2f×/%.2f× a decode step, one token drafted by %@ %.3f×%@",
+                              monotonicSeconds() - start, cost.verifyCost(rows: 2), cost.verifyCost(rows: 4), cost.verifyCost(rows: 8),
+                              speculative.rawValue, cost.draftPerToken, tree.map { ", medusa tree of \($0.nodes.count) nodes" } ?? ""))
+        }
+        let drafter = try family.makeDrafter(speculative, medusaTree: tree)
         let generation = Generation(
             target: family.target, prompt: tokens, maxTokens: maxTokens,
             sampling: SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
-            stopTokens: family.stopTokens, drafter: drafter, settings: SpeculationSettings(numDraft: numDraft))
+            stopTokens: family.stopTokens, drafter: drafter, settings: SpeculationSettings(numDraft: numDraft, costModel: cost))
         var decoder = IncrementalDecoder(tokenizer: family.tokenizer)
         writeOut(prompt)
         generation.run { newTokens in

@@ -229,6 +229,22 @@ final class DraftVocabularyFlagTests: XCTestCase {
     }
 }
 
+/// `generate` measures the costs `serve` and `bench` measure, so its chain length is capped to this machine too
+/// (with nothing measured, every step drafted the full --num-draft).
+final class GenerateCalibrationTests: XCTestCase {
+    private let generate = ["generate", "--model", "models/specserve-code", "--prompt", "def f(x):", "--max-tokens", "2"]
+
+    func testSpeculativeGenerateCalibratesToThisMachineAndPlainGenerateDoesNot() throws {
+        let run = try runSpecserve(generate + ["--speculative", "mtp"])
+        XCTAssertEqual(run.status, 0, run.errors)
+        XCTAssertTrue(run.errors.contains("calibrated in "), run.errors)
+        XCTAssertTrue(run.errors.contains("one token drafted by mtp "), run.errors)
+        let plain = try runSpecserve(generate)
+        XCTAssertEqual(plain.status, 0, plain.errors)
+        XCTAssertFalse(plain.errors.contains("calibrated in "), plain.errors)
+    }
+}
+
 /// `specserve` runs prefill on OpenBLAS kernels that use the CPU's vector units: where the library took the CPU for
 /// an older one, the program starts itself again with OPENBLAS_CORETYPE set (and says so); a core the user set stays.
 final class BLASKernelsProcessTests: XCTestCase {
