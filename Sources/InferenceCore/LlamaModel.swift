@@ -47,6 +47,16 @@ public final class LlamaModel {
     /// Bytes of weight a decode step streams (every layer, the final norm and the lm_head, once).
     public var weightBytes: Int { streamedWeights.reduce(0) { $0 + $1.byteCount } }
 
+    /// Streams every matrix of the blocks and the lm_head from a BF16 copy (`Tensor.keepBF16Copy`) when its values
+    /// are exactly BF16, as they are when read from BF16 storage: the results are bitwise the same, the bytes a
+    /// decode step reads halve. For drafters, whose steps are bound by those bytes; prefill keeps sgemm on F32.
+    /// Returns whether every matrix has its copy.
+    @discardableResult
+    public func streamMatricesAsBF16() -> Bool {
+        let matrices = layers.flatMap(\.matrices) + [lmHead]
+        return matrices.map { $0.keepBF16Copy() }.allSatisfy { $0 }
+    }
+
     /// Every weight tensor a decode step reads (for the roofline measurement).
     public var streamedWeights: [Tensor] { layers.flatMap(\.weights) + [finalNorm, lmHead] }
 

@@ -54,7 +54,14 @@ public final class MTPModule {
     }
 
     /// Bytes the module reads per step (for cost accounting).
-    public var weightBytes: Int { ([enorm, hnorm, ehProj, sharedNorm] + block.weights).reduce(0) { $0 + $1.byteCount } }
+    public var weightBytes: Int { ([enorm, hnorm, ehProj, sharedNorm] + block.weights).reduce(0) { $0 + $1.streamedByteCount } }
+
+    /// Streams the module's matrices from BF16 copies when exact (see `LlamaModel.streamMatricesAsBF16`); the
+    /// target's shared lm_head is not touched. Returns whether every matrix has its copy.
+    @discardableResult
+    public func streamMatricesAsBF16() -> Bool {
+        ([ehProj] + block.matrices).map { $0.keepBF16Copy() }.allSatisfy { $0 }
+    }
 
     /// Runs the module on rows (previous hidden `hidden[r]`, next token `tokens[r]`, position `positions[r]`),
     /// writing K/V into `cache` at slot = position. Returns h' `[M, H]` and, if asked, the logits of the last row:

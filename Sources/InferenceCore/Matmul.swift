@@ -39,9 +39,16 @@ public func matmul(
     guard m > 0, n > 0 else { return }
     switch path {
     case .streaming:
-        // Tiles of 16 outputs keep each thread's share on whole cache lines of C.
-        pool.parallelFor(n, alignment: 16) { range in
-            streamingMatmul(a, m: m, k: k, weight: weight.data, outputs: range, c: c, ldc: n)
+        // Tiles of 16 outputs keep each thread's share on whole cache lines of C. A weight with a BF16 copy streams
+        // that (half the bytes, the same values).
+        if let half = weight.bf16 {
+            pool.parallelFor(n, alignment: 16) { range in
+                streamingMatmul(a, m: m, k: k, weight: UnsafePointer(half), outputs: range, c: c, ldc: n)
+            }
+        } else {
+            pool.parallelFor(n, alignment: 16) { range in
+                streamingMatmul(a, m: m, k: k, weight: UnsafePointer(weight.data), outputs: range, c: c, ldc: n)
+            }
         }
     case .blas:
         _ = blasThreadsOnce
@@ -69,12 +76,38 @@ private func load(_ p: UnsafePointer<Float>) -> Vec {
     UnsafeRawPointer(p).loadUnaligned(as: Vec.self)
 }
 
+/// How a weight element is read: F32 as it is, BF16 widened to the F32 it stands for (exact: its bits are the
+/// upper half of that F32). The kernels are generic over it and specialised for each.
+protocol StreamedWeight {
+    static func vector(_ p: UnsafePointer<Self>) -> Vec
+    static func scalar(_ p: UnsafePointer<Self>, _ i: Int) -> Float
+}
+
+extension Float: StreamedWeight {
+    @inline(__always) static func vector(_ p: UnsafePointer<Float>) -> Vec { load(p) }
+    @inline(__always) static func scalar(_ p: UnsafePointer<Float>, _ i: Int) -> Float { p[i] }
+}
+
+extension BF16: StreamedWeight {
+    @inline(__always) static func vector(_ p: UnsafePointer<BF16>) -> Vec { specserve_widen_bf16(p) }
+    @inline(__always) static func scalar(_ p: UnsafePointer<BF16>, _ i: Int) -> Float { p[i].float }
+}
+
+/// Prefetches the `rows` weight rows × 16 elements an iteration of a kernel reads, `ahead` elements on: one
+/// request per cache line.
+@inline(__always)
+private func prefetchTile<E: StreamedWeight>(_ p: UnsafePointer<E>, rows: Int) {
+    let perLine = 64 / MemoryLayout<E>.stride
+    var e = 0
+    while e < rows * vecWidth { specserve_prefetch(p + e); e += perLine }
+}
+
 /// The scalar part of K beyond the last whole vector, added after the horizontal sum (same order for all M).
 @inline(__always)
-private func tail(_ a: UnsafePointer<Float>, _ w: UnsafePointer<Float>, from start: Int, to k: Int) -> Float {
+private func tail<E: StreamedWeight>(_ a: UnsafePointer<Float>, _ w: UnsafePointer<E>, from start: Int, to k: Int) -> Float {
     var s: Float = 0
     var i = start
-    while i < k { s = s.addingProduct(a[i], w[i]); i += 1 }
+    while i < k { s = s.addingProduct(a[i], E.scalar(w, i)); i += 1 }
     return s
 }
 
@@ -89,8 +122,8 @@ private func tail(_ a: UnsafePointer<Float>, _ w: UnsafePointer<Float>, from sta
 /// 7 rows 1.56× → 1.29×, 8 rows 1.69× → 1.42×, 12 rows 2.14× → 1.84×; at 5–6 rows the two are within noise.
 /// Each kernel is specialised per block height so a short block computes only its own rows.
 @inline(__always)
-private func streamingMatmul(
-    _ a: UnsafePointer<Float>, m: Int, k: Int, weight: UnsafePointer<Float>, outputs: Range<Int>,
+private func streamingMatmul<E: StreamedWeight>(
+    _ a: UnsafePointer<Float>, m: Int, k: Int, weight: UnsafePointer<E>, outputs: Range<Int>,
     c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
     let kv = k - k % vecWidth
@@ -169,8 +202,8 @@ private enum TwelveRows: BlockHeight { static var rows: Int { 12 } }
 /// Four weight rows × `H.rows` (1...6) activation rows, one 16-lane accumulator per output; the unused rows'
 /// loads and FMAs fold away.
 @inline(__always)
-private func kernel4xH<H: BlockHeight>(
-    _: H.Type, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>,
+private func kernel4xH<H: BlockHeight, E: StreamedWeight>(
+    _: H.Type, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<E>,
     c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
     let rows = H.rows
@@ -183,18 +216,15 @@ private func kernel4xH<H: BlockHeight>(
     var c30 = Vec(), c31 = Vec(), c32 = Vec(), c33 = Vec()
     var c40 = Vec(), c41 = Vec(), c42 = Vec(), c43 = Vec()
     var c50 = Vec(), c51 = Vec(), c52 = Vec(), c53 = Vec()
-    // The tile after next (4k floats, starting 8k floats on) is prefetched 4 lines per iteration, so it is in
-    // cache by the time it is needed: with several rows the FMAs would otherwise hide memory requests. Two tiles
-    // ahead rather than one: at k = 384 one tile is 6 KB, less than the bytes in flight during one DRAM latency
-    // when the memory is fast.
+    // The tile after next (4k elements, starting 8k elements on) is prefetched, one request per line an iteration
+    // reads (4 lines of F32, 2 of BF16), so it is in cache by the time it is needed: with several rows the FMAs
+    // would otherwise hide memory requests. Two tiles ahead rather than one: at k = 384 one F32 tile is 6 KB, less
+    // than the bytes in flight during one DRAM latency when the memory is fast.
     let next = w + 8 * k
     var p = 0
     while p < kv {
-        specserve_prefetch(next + 4 * p)
-        specserve_prefetch(next + 4 * p + 16)
-        specserve_prefetch(next + 4 * p + 32)
-        specserve_prefetch(next + 4 * p + 48)
-        let x0 = load(w0 + p), x1 = load(w1 + p), x2 = load(w2 + p), x3 = load(w3 + p)
+        prefetchTile(next + 4 * p, rows: 4)
+        let x0 = E.vector(w0 + p), x1 = E.vector(w1 + p), x2 = E.vector(w2 + p), x3 = E.vector(w3 + p)
         let y0 = load(a0 + p)
         c00 = c00.addingProduct(y0, x0); c01 = c01.addingProduct(y0, x1)
         c02 = c02.addingProduct(y0, x2); c03 = c03.addingProduct(y0, x3)
@@ -237,8 +267,8 @@ private func kernel4xH<H: BlockHeight>(
 /// 8 rows still pass over each weight tile once; a 4-row tile would need 32 accumulators). Same arithmetic per
 /// output as `kernel4xH`.
 @inline(__always)
-private func kernel2xH<H: BlockHeight>(
-    _: H.Type, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>,
+private func kernel2xH<H: BlockHeight, E: StreamedWeight>(
+    _: H.Type, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<E>,
     c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
     let rows = H.rows
@@ -267,14 +297,13 @@ private func kernel2xH<H: BlockHeight>(
     var c9_0 = Vec(), c9_1 = Vec()
     var c10_0 = Vec(), c10_1 = Vec()
     var c11_0 = Vec(), c11_1 = Vec()
-    // Prefetched as in `kernel4xH`: the same distance in bytes (8k floats, four 2-row tiles ahead), the tile's
-    // two lines per iteration.
+    // Prefetched as in `kernel4xH`: the same distance (8k elements, four 2-row tiles ahead), one request per line
+    // an iteration reads.
     let next = w + 8 * k
     var p = 0
     while p < kv {
-        specserve_prefetch(next + 2 * p)
-        specserve_prefetch(next + 2 * p + 16)
-        let x0 = load(w0 + p), x1 = load(w1 + p)
+        prefetchTile(next + 2 * p, rows: 2)
+        let x0 = E.vector(w0 + p), x1 = E.vector(w1 + p)
         let y0 = load(a0 + p)
         c0_0 = c0_0.addingProduct(y0, x0); c0_1 = c0_1.addingProduct(y0, x1)
         if rows > 1 { let y = load(a1 + p); c1_0 = c1_0.addingProduct(y, x0); c1_1 = c1_1.addingProduct(y, x1) }
@@ -306,8 +335,8 @@ private func kernel2xH<H: BlockHeight>(
 
 /// Finishes one row's 4 outputs: horizontal sums, then the scalar tail of K.
 @inline(__always)
-private func store4(
-    _ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>,
+private func store4<E: StreamedWeight>(
+    _ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<E>,
     _ v0: Vec, _ v1: Vec, _ v2: Vec, _ v3: Vec
 ) {
     out[0] = horizontalSum(v0) + tail(a, w, from: kv, to: k)
@@ -318,8 +347,8 @@ private func store4(
 
 /// Finishes one row's 2 outputs, as `store4` does.
 @inline(__always)
-private func store2(
-    _ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>,
+private func store2<E: StreamedWeight>(
+    _ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<E>,
     _ v0: Vec, _ v1: Vec
 ) {
     out[0] = horizontalSum(v0) + tail(a, w, from: kv, to: k)
@@ -327,12 +356,12 @@ private func store2(
 }
 
 @inline(__always)
-private func kernel1x1(
-    _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>
+private func kernel1x1<E: StreamedWeight>(
+    _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<E>, c: UnsafeMutablePointer<Float>
 ) {
     var acc = Vec()
     var p = 0
-    while p < kv { acc = acc.addingProduct(load(a + p), load(w + p)); p &+= vecWidth }
+    while p < kv { acc = acc.addingProduct(load(a + p), E.vector(w + p)); p &+= vecWidth }
     c[0] = horizontalSum(acc) + tail(a, w, from: kv, to: k)
 }
 

@@ -33,6 +33,8 @@ public final class TransformerBlock: @unchecked Sendable {
 
     /// The tensors one pass over the block reads.
     var weights: [Tensor] { [inputNorm, qkv, o, postAttentionNorm, gateUp, down] }
+    /// Its matrices (what the matmul streams).
+    var matrices: [Tensor] { [qkv, o, gateUp, down] }
 
     /// Activation buffers for a batch of `rows` rows, shared by every block of one forward.
     public final class Scratch {

@@ -29,10 +29,12 @@ public final class VocabularySubset: @unchecked Sendable {
         let h = lmHead.columns
         weight = Tensor(shape: [ids.count, h])
         for (i, id) in ids.enumerated() { weight.row(i).update(from: lmHead.row(id), count: h) }
+        // A drafter's head: streamed from a BF16 copy when its values allow (bitwise the same logits).
+        weight.keepBF16Copy()
     }
 
     /// Bytes one drafted token reads through this head.
-    public var byteCount: Int { weight.byteCount }
+    public var byteCount: Int { weight.streamedByteCount }
 
     /// Full-vocabulary logits of one final hidden state `[H]`: the kept tokens' scores, −∞ for every other token
     /// (argmax, softmax and sampling then never pick one).

@@ -82,6 +82,9 @@ public final class ModelFamily {
             let draftTokenizer = try BPETokenizer(contentsOf: draftDirectory.appendingPathComponent("tokenizer.json"))
             try checkSameLanguage(target: target.config, tokenizer, draft: model.config, draftTokenizer,
                                   targetPath: directory.path, draftPath: draftDirectory.path)
+            // The draft's decode steps are bound by the bytes they stream: its matrices stream as BF16 when
+            // exact (bitwise the same outputs).
+            model.streamMatricesAsBF16()
             draft = model
         }
         var medusa: MedusaHeads?
@@ -91,6 +94,7 @@ public final class ModelFamily {
             accuracy = try medusaAccuracy(in: directory.appendingPathComponent("config.json"))
         }
         let mtp = target.config.numNextnPredictLayers > 0 ? try MTPModule.load(target: target, directory: directory) : nil
+        mtp?.streamMatricesAsBF16()
         let counts = try tokenCounts(in: directory.appendingPathComponent(tokenFrequencyFile), vocabSize: target.config.vocabSize)
         return ModelFamily(target: target, tokenizer: tokenizer, stopTokens: stops, draft: draft, medusa: medusa, mtp: mtp,
                            targetDirectory: directory, medusaAccuracy: accuracy, tokenCounts: counts)

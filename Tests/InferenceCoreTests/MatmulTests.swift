@@ -53,6 +53,59 @@ final class MatmulTests: XCTestCase {
     }
 }
 
+/// A weight whose values are all BF16 can stream from a BF16 copy: half the bytes, bitwise the same products.
+final class BF16StreamingTests: XCTestCase {
+    private func bf16Rounded(_ values: [Float]) -> [Float] {
+        values.map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) }
+    }
+
+    private func product(_ a: [Float], rows m: Int, _ weight: Tensor) -> [Float] {
+        var c = [Float](repeating: .nan, count: m * weight.rows)
+        a.withUnsafeBufferPointer { ap in
+            c.withUnsafeMutableBufferPointer { matmul(ap.baseAddress!, rows: m, weight: weight, into: $0.baseAddress!, path: .streaming) }
+        }
+        return c
+    }
+
+    func testTheBF16CopyGivesBitwiseTheF32ProductsForEveryKernel() {
+        for (n, k) in [(64, 384), (37, 53), (18, 1024), (9, 70)] {
+            let values = bf16Rounded(randomVector(n * k, seed: UInt64(n * 31 + k)))
+            let f32 = Tensor(shape: [n, k], values: values), half = Tensor(shape: [n, k], values: values)
+            XCTAssertTrue(half.keepBF16Copy())
+            XCTAssertEqual(half.streamedByteCount, n * k * 2)
+            for m in [1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 25] {
+                let a = randomVector(m * k, seed: UInt64(m * 7 + k))
+                XCTAssertEqual(product(a, rows: m, half), product(a, rows: m, f32), "n=\(n) k=\(k) m=\(m)")
+            }
+        }
+    }
+
+    func testAWeightThatIsNotExactlyBF16KeepsNoCopy() {
+        var values = bf16Rounded(randomVector(64, seed: 3))
+        values[17] = 0.1  // not a BF16
+        let weight = Tensor(shape: [4, 16], values: values)
+        XCTAssertFalse(weight.keepBF16Copy())
+        XCTAssertNil(weight.bf16)
+        XCTAssertEqual(weight.streamedByteCount, 64 * 4)
+    }
+
+    /// The shipped draft model (BF16 storage) streams every matrix as BF16, and its logits do not move by a bit.
+    func testTheShippedDraftModelStreamsBF16WithBitwiseTheSameLogits() throws {
+        let directory = URL(fileURLWithPath: "models/specserve-code-draft")
+        let plain = try LlamaModel.load(directory: directory), half = try LlamaModel.load(directory: directory)
+        XCTAssertTrue(half.streamMatricesAsBF16())
+        let tokens = [12, 400, 7, 3000, 55, 81, 9, 1000]
+        func logits(_ model: LlamaModel) -> [Float] {
+            let cache = model.makeCache(capacity: 16)
+            _ = model.forward(tokens.prefix(5).enumerated().map { Row(token: $1, position: $0, cache: cache, isPrompt: true) })
+            cache.append(5)
+            // A 3-row verify chain after the prompt.
+            return model.forward((5..<8).map { Row(token: tokens[$0], position: $0, cache: cache) }).logits.array
+        }
+        XCTAssertEqual(logits(half), logits(plain))
+    }
+}
+
 final class WorkerPoolTests: XCTestCase {
     func testCallersOnSeveralThreadsTakeTurnsWithoutMixingTheirJobs() {
         let pool = WorkerPool(threadCount: 2)

@@ -39,6 +39,16 @@ final class ShippedModelTests: XCTestCase {
         }
     }
 
+    /// The drafters' steps are bound by the bytes they stream, so the draft model and the MTP module stream their
+    /// matrices as BF16 (bitwise the same outputs: the goldens below pass through them); the target streams F32.
+    func testTheDraftersStreamTheirMatricesAsBF16AndTheTargetF32() throws {
+        let family = try Self.family()
+        XCTAssertNotNil(try XCTUnwrap(family.draft).lmHead.bf16)
+        // 1.87M parameters: 7.5 MB as F32, under 4 MB with its matrices as BF16.
+        XCTAssertLessThan(try XCTUnwrap(family.mtp).weightBytes, 4_000_000)
+        XCTAssertNil(family.target.lmHead.bf16)
+    }
+
     /// (The target's logits against transformers: InferenceCoreTests/ShippedTargetTests.)
     func testTheShippedTargetsGreedyContinuationsMatchTransformers() throws {
         let family = try Self.family(), golden = try Self.golden()
