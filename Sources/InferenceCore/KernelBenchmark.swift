@@ -96,7 +96,7 @@ public struct KernelBenchmark {
             prefillCache.reset()
             prefill(prefillCache, length: p)
         }
-        let layerParams = Double(model.weightBytes - model.lmHead.byteCount) / 4
+        let layerParams = Double(model.parameterCount - model.lmHead.count)
         let attentionFlops = Double(config.numHiddenLayers * config.numAttentionHeads * config.headDim) * 2 * Double(p * p)
         let prefillFlops = 2 * Double(p) * layerParams + attentionFlops + 2 * Double(model.lmHead.count)
         report.prefillTokensPerSecond = Double(p) / prefillTime

@@ -44,12 +44,17 @@ public final class LlamaModel {
         KVCache(config: config, capacity: capacity ?? config.maxPositionEmbeddings)
     }
 
-    /// Bytes of weight a decode step streams (every layer, the final norm and the lm_head, once).
-    public var weightBytes: Int { streamedWeights.reduce(0) { $0 + $1.byteCount } }
+    /// Parameters a decode step reads (every layer, the final norm and the lm_head).
+    public var parameterCount: Int { streamedWeights.reduce(0) { $0 + $1.count } }
+
+    /// Bytes of weight a decode step streams (every layer, the final norm and the lm_head, once; BF16 copies where
+    /// the matrices have them).
+    public var weightBytes: Int { streamedWeights.reduce(0) { $0 + $1.streamedByteCount } }
 
     /// Streams every matrix of the blocks and the lm_head from a BF16 copy (`Tensor.keepBF16Copy`) when its values
     /// are exactly BF16, as they are when read from BF16 storage: the results are bitwise the same, the bytes a
-    /// decode step reads halve. For drafters, whose steps are bound by those bytes; prefill keeps sgemm on F32.
+    /// decode step reads halve. The drafters always do (their steps are bound by those bytes); the target when asked
+    /// (`dtype` bf16). Prefill keeps sgemm on the F32 values.
     /// Returns whether every matrix has its copy.
     @discardableResult
     public func streamMatricesAsBF16() -> Bool {

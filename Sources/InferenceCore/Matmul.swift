@@ -375,8 +375,9 @@ func horizontalSum(_ v: SIMD16<Float>) -> Float {
     return h2[0] + h2[1]
 }
 
-/// The roofline's measuring stick: reads every float of `tensors` once, each thread streaming its share of each
-/// tensor exactly as the streaming matmul splits it, with the same prefetching. Returns a sum so nothing is
+/// The roofline's measuring stick: reads every byte the streaming matmul reads of `tensors` once (a BF16 copy
+/// where there is one), each thread streaming its share of each tensor as the streaming matmul splits it, with the
+/// same prefetching. Returns a sum so nothing is
 /// optimised away. Decode can be no faster than this on the same machine.
 @discardableResult
 public func streamAll(_ tensors: [Tensor], pool: WorkerPool) -> Float {
@@ -386,19 +387,22 @@ public func streamAll(_ tensors: [Tensor], pool: WorkerPool) -> Float {
         pool.run { worker in
             var a = Vec(), b = Vec(), c = Vec(), d = Vec()
             for t in tensors {
-                let lo = t.count * worker / pool.threadCount / 64 * 64
-                let hi = worker == pool.threadCount - 1 ? t.count : t.count * (worker + 1) / pool.threadCount / 64 * 64
+                // The bytes as floats (a BF16 copy read 4 bytes at a time: only the count of bytes matters here).
+                let data = t.bf16.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) } ?? UnsafePointer(t.data)
+                let count = t.streamedByteCount / MemoryLayout<Float>.stride
+                let lo = count * worker / pool.threadCount / 64 * 64
+                let hi = worker == pool.threadCount - 1 ? count : count * (worker + 1) / pool.threadCount / 64 * 64
                 var i = lo
                 while i + 64 <= hi {
-                    specserve_prefetch(t.data + i + 1024)
-                    specserve_prefetch(t.data + i + 1040)
-                    specserve_prefetch(t.data + i + 1056)
-                    specserve_prefetch(t.data + i + 1072)
-                    a += load(t.data + i); b += load(t.data + i + 16)
-                    c += load(t.data + i + 32); d += load(t.data + i + 48)
+                    specserve_prefetch(data + i + 1024)
+                    specserve_prefetch(data + i + 1040)
+                    specserve_prefetch(data + i + 1056)
+                    specserve_prefetch(data + i + 1072)
+                    a += load(data + i); b += load(data + i + 16)
+                    c += load(data + i + 32); d += load(data + i + 48)
                     i += 64
                 }
-                while i < hi { a[0] += t.data[i]; i += 1 }
+                while i < hi { a[0] += data[i]; i += 1 }
             }
             sums[worker] = horizontalSum(a + b + c + d)
         }

@@ -13,6 +13,7 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("draft-model"), help: "Draft model folder (enables the draft method).")
     var draftModel: String?
     @OptionGroup var vocabulary: DraftVocabularyOptions
+    @OptionGroup var weights: WeightStreamingOption
     @Option(help: "Comma-separated methods (default: every method the models support).")
     var methods: String?
     @Option(help: "Prompt set (JSON with a prompts array of {name, text}).")
@@ -48,7 +49,7 @@ struct Bench: ParsableCommand {
         guard let lengths = BenchmarkOptions.draftLengths(numDraft) else {
             throw ValidationError("--num-draft takes lengths in 1...16, comma-separated (got '\(numDraft)')")
         }
-        let family = try loadFamily(model, draft: draftModel, threads: threads, vocabulary: vocabulary)
+        let family = try loadFamily(model, draft: draftModel, threads: threads, vocabulary: vocabulary, weights: weights)
         let texts = try loadPrompts(prompts, kind: kind)
         let tokenized = texts.map { family.tokenizer.encode($0) }
         let wanted = try methods.map { list in

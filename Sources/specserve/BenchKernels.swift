@@ -17,6 +17,7 @@ struct BenchKernels: ParsableCommand {
     var threads: Int?
     @Option(help: "Context length for the decode and verify figures.")
     var context = 256
+    @OptionGroup var weights: WeightStreamingOption
 
     func validate() throws {
         guard (model != nil) != synthetic else { throw ValidationError("give either --model DIR or --synthetic") }
@@ -37,6 +38,7 @@ struct BenchKernels: ParsableCommand {
                                      maxPositionEmbeddings: 1024, tieWordEmbeddings: true)
             llama = LlamaModel(weights: .random(config: config), pool: pool)
         }
+        try weights.apply(to: llama, path: model ?? "--synthetic")
         var bench = KernelBenchmark(model: llama, repeats: repeats)
         bench.contextLength = context
         _ = bench.run { writeOut($0 + "\n") }

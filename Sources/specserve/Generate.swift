@@ -33,6 +33,7 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("draft-model"), help: "Draft model folder (for --speculative draft).")
     var draftModel: String?
     @OptionGroup var vocabulary: DraftVocabularyOptions
+    @OptionGroup var weights: WeightStreamingOption
 
     func validate() throws {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
@@ -43,7 +44,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let family = try loadFamily(model, draft: draftModel, threads: threads, vocabulary: vocabulary)
+        let family = try loadFamily(model, draft: draftModel, threads: threads, vocabulary: vocabulary, weights: weights)
         let tokens = family.tokenizer.encode(prompt)
         guard !tokens.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         guard tokens.count < family.target.config.maxPositionEmbeddings else {
@@ -92,7 +93,8 @@ struct Generate: ParsableCommand {
 extension SpeculativeMethod: ExpressibleByArgument {}
 
 /// Loads a model folder and its drafters, turning load errors into one line that names the file and the key.
-func loadFamily(_ path: String, draft: String?, threads: Int?, vocabulary: DraftVocabularyOptions = .init()) throws -> ModelFamily {
+func loadFamily(_ path: String, draft: String?, threads: Int?, vocabulary: DraftVocabularyOptions = .init(),
+                weights: WeightStreamingOption = .init()) throws -> ModelFamily {
     let directory = URL(fileURLWithPath: path)
     guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) else {
         throw CLIError("\(path): no config.json here — is this a model folder? (see models/ and tools/train/README.md)")
@@ -101,6 +103,7 @@ func loadFamily(_ path: String, draft: String?, threads: Int?, vocabulary: Draft
     let start = monotonicSeconds()
     do {
         let family = try ModelFamily.load(target: directory, draft: draft.map { URL(fileURLWithPath: $0) }, pool: pool)
+        try weights.apply(to: family.target, path: path)
         for (method, option) in [(SpeculativeMethod.draft, vocabulary.draftVocabulary), (.mtp, vocabulary.mtpVocabulary)] {
             do { try family.useVocabularySubset(vocabulary.size(option, family), for: method) } catch {
                 throw CLIError("--\(method.rawValue)-vocabulary: \(error)")
@@ -108,8 +111,8 @@ func loadFamily(_ path: String, draft: String?, threads: Int?, vocabulary: Draft
         }
         let subsets = [("draft", family.draftVocabulary), ("mtp", family.mtpVocabulary)].compactMap { name, subset in
             subset.map { ", \(name) drafts from the \($0.ids.count) most frequent tokens" } }.joined()
-        printError(String(format: "loaded %@: %.1fM parameters, %.1f MB of weights streamed per token, methods %@, %.2f s, %d kernel threads, %@%@",
-                          path, Double(family.target.weightBytes) / 4e6, Double(family.target.weightBytes) / 1e6,
+        printError(String(format: "loaded %@: %.1fM parameters, %.1f MB of weights streamed per token (%@), methods %@, %.2f s, %d kernel threads, %@%@",
+                          path, Double(family.target.parameterCount) / 1e6, Double(family.target.weightBytes) / 1e6, weights.dtype,
                           family.methods.map(\.rawValue).joined(separator: "/"), monotonicSeconds() - start, pool.threadCount,
                           BLASCoreChoice.kernelsDescription(), subsets))
         return family
@@ -119,6 +122,22 @@ func loadFamily(_ path: String, draft: String?, threads: Int?, vocabulary: Draft
         throw CLIError(error.description)
     } catch let error as SpeculativeSetupError {
         throw CLIError(error.description)
+    }
+}
+
+/// `--dtype`: how the target's weights are streamed by decode and verify (as the server config's `models[].dtype`).
+struct WeightStreamingOption: ParsableArguments {
+    @Option(help: "f32, or bf16: stream the target's matrices as BF16 (a BF16 checkpoint only; bitwise the same outputs, half the bytes per decode step).")
+    var dtype = "f32"
+
+    func validate() throws {
+        guard dtype == "f32" || dtype == "bf16" else { throw ValidationError("--dtype must be f32 or bf16") }
+    }
+
+    func apply(to model: LlamaModel, path: String) throws {
+        if dtype == "bf16" && !model.streamMatricesAsBF16() {
+            throw CLIError("--dtype bf16: \(path) holds weights that are not exactly BF16, so streaming them as BF16 would change them: use --dtype f32")
+        }
     }
 }
 

@@ -120,8 +120,8 @@ extension ServerConfig {
         guard !folder.isEmpty else { throw JSONFieldError(path: r.path("path"), message: "is empty") }
         var entry = ModelEntry(id: id, path: folder)
         entry.dtype = try r.string("dtype", default: entry.dtype)
-        guard entry.dtype == "f32" else {
-            throw JSONFieldError(path: r.path("dtype"), message: "'\(entry.dtype)' is not supported: weights are held as f32 (F16 and BF16 files are converted at load)")
+        guard entry.dtype == "f32" || entry.dtype == "bf16" else {
+            throw JSONFieldError(path: r.path("dtype"), message: "'\(entry.dtype)' is not supported: f32 (weights held and streamed as F32) or bf16 (the target's matrices streamed as BF16: a BF16 checkpoint only)")
         }
         if let s = r.value("speculation") { entry.speculation = try decodeSpeculation(s, at: r.path("speculation")) }
         return entry

@@ -30,14 +30,18 @@ public enum ModelLoader {
                 throw fail("\(key).speculation.\(method.rawValue).vocabulary", "\(error)")
             }
         }
+        if entry.dtype == "bf16" && !family.target.streamMatricesAsBF16() {
+            throw fail("\(key).dtype", "'bf16' streams the target's weights as BF16, which needs every value to be a BF16 "
+                       + "(a BF16 checkpoint); \(targetURL.path) holds values that are not, so they would change: use 'f32'")
+        }
         let loadSeconds = monotonicSeconds() - start
         guard family.methods.contains(entry.speculation.defaultMethod) else {
             throw fail("\(key).speculation.default_method", "'\(entry.speculation.defaultMethod.rawValue)' is not available for "
                        + "\(entry.path) (available: \(family.methods.map(\.rawValue).joined(separator: ", "))): "
                        + requirement(entry.speculation.defaultMethod))
         }
-        var parts = [String(format: "%.1fM parameters, %.1f MB of weights streamed per token", Double(family.target.weightBytes) / 4e6,
-                            Double(family.target.weightBytes) / 1e6)]
+        var parts = [String(format: "%.1fM parameters, %.1f MB of weights streamed per token (%@)", Double(family.target.parameterCount) / 1e6,
+                            Double(family.target.weightBytes) / 1e6, entry.dtype)]
         if let draft = family.draft { parts.append(String(format: "draft %@ %.1f MB", entry.speculation.draft.path ?? "", Double(draft.weightBytes) / 1e6)) }
         if let medusa = family.medusa { parts.append(String(format: "%d Medusa heads (%.1f MB)", medusa.count, Double(medusa.weightBytes) / 1e6)) }
         if let mtp = family.mtp { parts.append(String(format: "MTP module (%.1f MB)", Double(mtp.weightBytes) / 1e6)) }

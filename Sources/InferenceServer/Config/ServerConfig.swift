@@ -92,7 +92,9 @@ public struct ModelEntry: Sendable, Equatable {
     public var id: String
     /// The model folder (Hugging Face layout), as written in the config.
     public var path: String
-    /// How weights are held in memory: f32 (F16/BF16 files are converted at load).
+    /// How the target's weights are streamed by decode and verify: "f32", or "bf16" (a BF16 copy of its matrices,
+    /// for checkpoints whose values are all BF16: bitwise the same outputs, half the bytes per step). Prefill's
+    /// sgemm and every other tensor stay F32.
     public var dtype = "f32"
     public var speculation = SpeculationConfig()
 

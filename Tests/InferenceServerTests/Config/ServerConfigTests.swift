@@ -125,7 +125,7 @@ final class ServerConfigTests: XCTestCase {
                        "test.json: models[0].speculation.mtp.vocabulary: 0 is out of range (must be in 1...16777216)")
         XCTAssertEqual(error(model(#"{"draft": {"vocabulary": "all"}}"#))?.path, "models[0].speculation.draft.vocabulary")
         XCTAssertEqual(error(#"{"server": {"port": 70000}, "models": []}"#)?.path, "server.port")
-        XCTAssertEqual(error(#"{"models": [{"id": "m", "path": "p", "dtype": "bf16"}]}"#)?.path, "models[0].dtype")
+        XCTAssertEqual(error(#"{"models": [{"id": "m", "path": "p", "dtype": "f16"}]}"#)?.path, "models[0].dtype")
         XCTAssertEqual(error(#"{"models": [{"id": "m", "path": "p"}, {"id": "m", "path": "q"}]}"#)?.description,
                        "test.json: models[1].id: 'm' is already the id of models[0]")
     }

@@ -15,8 +15,8 @@ final class ServerStartTests: XCTestCase {
         super.tearDown()
     }
 
-    private func folder(speculation: String = "{}", extraServer: String = "") throws -> String {
-        let (root, config) = try ToyModelFolder.make(speculation: speculation, extraServer: extraServer)
+    private func folder(speculation: String = "{}", extraServer: String = "", extraModel: String = "") throws -> String {
+        let (root, config) = try ToyModelFolder.make(speculation: speculation, extraServer: extraServer, extraModel: extraModel)
         roots.append(root)
         return config
     }
@@ -62,6 +62,18 @@ final class ServerStartTests: XCTestCase {
         XCTAssertThrowsError(try server.start(calibrate: false)) { error in
             XCTAssertTrue("\(error)".hasPrefix("\(file): models[0].path: "), "\(error)")
             XCTAssertTrue("\(error)".contains("model.safetensors"), "\(error)")
+        }
+        XCTAssertFalse(server.http.isRunning)
+    }
+
+    /// `dtype: bf16` streams the target as BF16 only where that changes nothing: the toy model's random F32 weights
+    /// are not BF16 values, so it is refused, naming the key.
+    func testBF16StreamingOfWeightsThatAreNotBF16IsRefusedNamingTheKey() throws {
+        let file = try folder(extraModel: #", "dtype": "bf16""#)
+        let server = try Server(config: try ServerConfig.load(file: file), log: { _ in })
+        XCTAssertThrowsError(try server.start(calibrate: false)) { error in
+            XCTAssertTrue("\(error)".hasPrefix("\(file): models[0].dtype: 'bf16' streams the target's weights as BF16"), "\(error)")
+            XCTAssertTrue("\(error)".contains("use 'f32'"), "\(error)")
         }
         XCTAssertFalse(server.http.isRunning)
     }

@@ -7,7 +7,7 @@ import InferenceCore
 enum ToyModelFolder {
     /// A fresh directory holding `config/test.json`, `config/prompts.json` and `models/toy/`; the config's
     /// `models[0]` is the toy model with `speculation` as given (JSON), served on 127.0.0.1 port 0.
-    static func make(speculation: String = "{}", extraServer: String = "") throws -> (root: URL, config: String) {
+    static func make(speculation: String = "{}", extraServer: String = "", extraModel: String = "") throws -> (root: URL, config: String) {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("specserve-serve-\(UUID().uuidString)")
         let model = root.appendingPathComponent("models/toy")
         try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
@@ -23,7 +23,7 @@ enum ToyModelFolder {
         {"server": {"host": "127.0.0.1", "port": 0, "shutdown_grace_seconds": 1\(extraServer)},
          "engine": {"threads": 1, "max_queue": 8, "max_active": 4, "max_context": null},
          "benchmark": {"prompts": "config/prompts.json"},
-         "models": [{"id": "toy", "path": "models/toy", "speculation": \(speculation)}]}
+         "models": [{"id": "toy", "path": "models/toy", "speculation": \(speculation)\(extraModel)}]}
         """.utf8).write(to: URL(fileURLWithPath: config))
         return (root, config)
     }

@@ -196,6 +196,22 @@ func runSpecserve(_ arguments: [String], environment: [String: String]? = nil) t
     return (process.terminationStatus, message)
 }
 
+/// As `runSpecserve`, keeping what the program printed to stdout too (small outputs: stdout is read after stderr).
+func runSpecserveWithOutput(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
+    let process = Process()
+    process.executableURL = ServeProcess.binary
+    process.currentDirectoryURL = Fixtures.repositoryRoot
+    process.arguments = arguments
+    let errors = Pipe(), output = Pipe()
+    process.standardError = errors
+    process.standardOutput = output
+    try process.run()
+    let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, printed, message)
+}
+
 /// `specserve bench --kind` races only the prompts of that kind; an unknown kind is refused with the kinds there are.
 final class BenchCommandTests: XCTestCase {
     func testAnUnknownPromptKindIsRefusedNamingTheFileAndTheKindsThereAre() throws {
@@ -242,6 +258,24 @@ final class GenerateCalibrationTests: XCTestCase {
         let plain = try runSpecserve(generate)
         XCTAssertEqual(plain.status, 0, plain.errors)
         XCTAssertFalse(plain.errors.contains("calibrated in "), plain.errors)
+    }
+}
+
+/// `--dtype bf16` streams the shipped target (a BF16 checkpoint) from BF16 copies: half the bytes per step and
+/// bitwise the same model, so the greedy text is the same; the load line says what is streamed.
+final class WeightStreamingProcessTests: XCTestCase {
+    private let generate = ["generate", "--model", "models/specserve-code", "--prompt", "def fibonacci(n):", "--max-tokens", "24"]
+
+    func testTheShippedTargetStreamedAsBF16WritesTheSameTextWithHalfTheBytes() throws {
+        let f32 = try runSpecserveWithOutput(generate), bf16 = try runSpecserveWithOutput(generate + ["--dtype", "bf16"])
+        XCTAssertEqual(f32.status, 0, f32.errors)
+        XCTAssertEqual(bf16.status, 0, bf16.errors)
+        XCTAssertEqual(bf16.output, f32.output)
+        XCTAssertTrue(f32.errors.contains("62.9 MB of weights streamed per token (f32)"), f32.errors)
+        XCTAssertTrue(bf16.errors.contains("31.5 MB of weights streamed per token (bf16)"), bf16.errors)
+        let (status, message) = try runSpecserve(generate + ["--dtype", "f16"])
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(message.contains("--dtype must be f32 or bf16"), message)
     }
 }
 
