@@ -225,34 +225,12 @@ private func kernel4xH<H: BlockHeight, E: StreamedWeight>(
     while p < kv {
         prefetchTile(next + 4 * p, rows: 4)
         let x0 = E.vector(w0 + p), x1 = E.vector(w1 + p), x2 = E.vector(w2 + p), x3 = E.vector(w3 + p)
-        let y0 = load(a0 + p)
-        c00 = c00.addingProduct(y0, x0); c01 = c01.addingProduct(y0, x1)
-        c02 = c02.addingProduct(y0, x2); c03 = c03.addingProduct(y0, x3)
-        if rows > 1 {
-            let y1 = load(a1 + p)
-            c10 = c10.addingProduct(y1, x0); c11 = c11.addingProduct(y1, x1)
-            c12 = c12.addingProduct(y1, x2); c13 = c13.addingProduct(y1, x3)
-        }
-        if rows > 2 {
-            let y2 = load(a2 + p)
-            c20 = c20.addingProduct(y2, x0); c21 = c21.addingProduct(y2, x1)
-            c22 = c22.addingProduct(y2, x2); c23 = c23.addingProduct(y2, x3)
-        }
-        if rows > 3 {
-            let y3 = load(a3 + p)
-            c30 = c30.addingProduct(y3, x0); c31 = c31.addingProduct(y3, x1)
-            c32 = c32.addingProduct(y3, x2); c33 = c33.addingProduct(y3, x3)
-        }
-        if rows > 4 {
-            let y4 = load(a4 + p)
-            c40 = c40.addingProduct(y4, x0); c41 = c41.addingProduct(y4, x1)
-            c42 = c42.addingProduct(y4, x2); c43 = c43.addingProduct(y4, x3)
-        }
-        if rows > 5 {
-            let y5 = load(a5 + p)
-            c50 = c50.addingProduct(y5, x0); c51 = c51.addingProduct(y5, x1)
-            c52 = c52.addingProduct(y5, x2); c53 = c53.addingProduct(y5, x3)
-        }
+        multiplyAdd4(load(a0 + p), x0, x1, x2, x3, &c00, &c01, &c02, &c03)
+        if rows > 1 { multiplyAdd4(load(a1 + p), x0, x1, x2, x3, &c10, &c11, &c12, &c13) }
+        if rows > 2 { multiplyAdd4(load(a2 + p), x0, x1, x2, x3, &c20, &c21, &c22, &c23) }
+        if rows > 3 { multiplyAdd4(load(a3 + p), x0, x1, x2, x3, &c30, &c31, &c32, &c33) }
+        if rows > 4 { multiplyAdd4(load(a4 + p), x0, x1, x2, x3, &c40, &c41, &c42, &c43) }
+        if rows > 5 { multiplyAdd4(load(a5 + p), x0, x1, x2, x3, &c50, &c51, &c52, &c53) }
         p &+= vecWidth
     }
     store4(c, a0, k: k, kv: kv, w: w, c00, c01, c02, c03)
@@ -331,6 +309,14 @@ private func kernel2xH<H: BlockHeight, E: StreamedWeight>(
     if rows > 9 { store2(c + 9 * ldc, a9, k: k, kv: kv, w: w, c9_0, c9_1) }
     if rows > 10 { store2(c + 10 * ldc, a10, k: k, kv: kv, w: w, c10_0, c10_1) }
     if rows > 11 { store2(c + 11 * ldc, a11, k: k, kv: kv, w: w, c11_0, c11_1) }
+}
+
+/// One activation row's FMAs against a tile's 4 weight vectors, each into its own accumulator.
+@inline(__always)
+private func multiplyAdd4(_ y: Vec, _ x0: Vec, _ x1: Vec, _ x2: Vec, _ x3: Vec,
+                          _ c0: inout Vec, _ c1: inout Vec, _ c2: inout Vec, _ c3: inout Vec) {
+    c0 = c0.addingProduct(y, x0); c1 = c1.addingProduct(y, x1)
+    c2 = c2.addingProduct(y, x2); c3 = c3.addingProduct(y, x3)
 }
 
 /// Finishes one row's 4 outputs: horizontal sums, then the scalar tail of K.

@@ -182,26 +182,17 @@ struct ServeProcessError: Error, CustomStringConvertible {
 /// Runs the `specserve` binary in the repository root (with `environment`, or this process's); returns its exit status
 /// and standard error.
 func runSpecserve(_ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, errors: String) {
+    let run = try runSpecserveWithOutput(arguments, environment: environment)
+    return (run.status, run.errors)
+}
+
+/// As `runSpecserve`, keeping what the program printed to stdout too (read after stderr: small outputs only).
+func runSpecserveWithOutput(_ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String, errors: String) {
     let process = Process()
     process.executableURL = ServeProcess.binary
     process.currentDirectoryURL = Fixtures.repositoryRoot
     process.arguments = arguments
     if let environment { process.environment = environment }
-    let errors = Pipe()
-    process.standardError = errors
-    process.standardOutput = Pipe()
-    try process.run()
-    let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return (process.terminationStatus, message)
-}
-
-/// As `runSpecserve`, keeping what the program printed to stdout too (small outputs: stdout is read after stderr).
-func runSpecserveWithOutput(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
-    let process = Process()
-    process.executableURL = ServeProcess.binary
-    process.currentDirectoryURL = Fixtures.repositoryRoot
-    process.arguments = arguments
     let errors = Pipe(), output = Pipe()
     process.standardError = errors
     process.standardOutput = output
@@ -211,6 +202,7 @@ func runSpecserveWithOutput(_ arguments: [String]) throws -> (status: Int32, out
     process.waitUntilExit()
     return (process.terminationStatus, printed, message)
 }
+
 
 /// `specserve bench --kind` races only the prompts of that kind; an unknown kind is refused with the kinds there are.
 final class BenchCommandTests: XCTestCase {
