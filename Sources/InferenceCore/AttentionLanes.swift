@@ -5,12 +5,15 @@
 // then the same tree; V is accumulated position by position. So a row gives bitwise the same output in either
 // layout, and a key is read once per chunk instead of once per row.
 //
-// A position a lane cannot see (beyond its own row's position) gets the score −∞ and the weight 0: its max, sum
-// and accumulator stay exactly as they were, as if the row had stopped there. Positions whose slot differs
-// between the chunk's rows (the branches of a tree) are computed query by query with `dot` and scalar FMAs.
+// A position a lane cannot see (beyond its own row's position) gets the score −∞ and the weight 0: its max and
+// sum stay exactly as they were, and its accumulator gains 0 · v, which is exact for finite V (a model whose V
+// overflows has lost its outputs in either layout), as if the row had stopped there. Positions whose slot
+// differs between the chunk's rows (the branches of a tree) are computed query by query with `dot` and scalar
+// FMAs.
 //
 // Scratch per thread: qt `[headDim][16]` the transposed queries, acc `[headDim][16]` the accumulator, scores
-// `[tile][16]` (then the weights), and the shared V row of each position of the tile.
+// `[tile][16]` (then the weights), partials (17 vectors for the tree sums), and the shared V row of each
+// position of the tile.
 
 /// The queries one lane-layout work item computes together: one SIMD16 lane each.
 let attentionLanes = 16
@@ -124,8 +127,10 @@ func attendLanes(
         for j in 0..<attentionTile {
             let s = scores + j * attentionLanes
             if j < n {
-                let x = load16(s)
-                store16(exp16(x - newMax).replacing(with: 0, where: x .== -.infinity), s)
+                // Weight 0 where the lane cannot see the position; where it can, e^(s − m) exactly as the row
+                // layout computes it (a visible score of −∞ included).
+                let seen = SIMD16<Int32>(repeating: Int32(tileStart + j)) .< visible
+                store16(exp16(load16(s) - newMax).replacing(with: 0, where: .!seen), s)
             } else {
                 store16(SIMD16(), s)
             }

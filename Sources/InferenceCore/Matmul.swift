@@ -140,19 +140,16 @@ private func streamingMatmul<E: StreamedWeight>(
             let ar = a + r * k, cr = c + r * ldc + n
             // The block height as a type: each call runs a kernel specialised for that many rows.
             if wide {
+                // Balanced blocks beyond 6 rows are 6 to 12 rows high (13 → 7 + 6, 25 → 9 + 8 + 8).
                 switch end - r {
-                case 1: kernel2xH(OneRow.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
-                case 2: kernel2xH(TwoRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
-                case 3: kernel2xH(ThreeRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
-                case 4: kernel2xH(FourRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
-                case 5: kernel2xH(FiveRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
                 case 6: kernel2xH(SixRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
                 case 7: kernel2xH(SevenRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
                 case 8: kernel2xH(EightRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
                 case 9: kernel2xH(NineRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
                 case 10: kernel2xH(TenRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
                 case 11: kernel2xH(ElevenRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
-                default: kernel2xH(TwelveRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                case 12: kernel2xH(TwelveRows.self, ar, k: k, kv: kv, w: w, c: cr, ldc: ldc)
+                default: preconditionFailure("a block of \(end - r) rows on 2-row tiles")
                 }
             } else {
                 switch end - r {
@@ -241,9 +238,9 @@ private func kernel4xH<H: BlockHeight, E: StreamedWeight>(
     if rows > 5 { store4(c + 5 * ldc, a5, k: k, kv: kv, w: w, c50, c51, c52, c53) }
 }
 
-/// Two weight rows × `H.rows` (1...12) activation rows, for batches of 7–12 rows (24 accumulators at most, so
-/// 8 rows still pass over each weight tile once; a 4-row tile would need 32 accumulators). Same arithmetic per
-/// output as `kernel4xH`.
+/// Two weight rows × `H.rows` activation rows (the blocks of batches beyond 6 rows: 6...12), 24 accumulators at
+/// most, so 8 rows still pass over each weight tile once (a 4-row tile would need 32 accumulators). Same
+/// arithmetic per output as `kernel4xH`.
 @inline(__always)
 private func kernel2xH<H: BlockHeight, E: StreamedWeight>(
     _: H.Type, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<E>,

@@ -68,7 +68,7 @@ public final class MedusaHeads {
     /// Bytes the heads read per step.
     public var weightBytes: Int {
         blocks.joined().reduce(0) { $0 + $1.weight.byteCount + $1.bias.byteCount } + projections.reduce(0) { $0 + $1.byteCount }
-            + (layout == .v2SharedHead ? target.lmHead.byteCount : 0)
+            + (layout == .v2SharedHead ? target.lmHead.streamedByteCount : 0)
     }
 
     /// The logits of the first `heads` heads `[heads, V]` for one final hidden state.

@@ -6,8 +6,8 @@
 //
 // A weight whose every value is exactly a BF16 (as all weights read from BF16 storage are) can also keep a BF16
 // copy (`keepBF16Copy`): the streaming matmul then reads 2 bytes per weight instead of 4 and widens them to the
-// same F32 values, so its results are bitwise unchanged. The drafters use it: their decode steps are bound by the
-// bytes they stream.
+// same F32 values, so its results are bitwise unchanged. The drafters always use it (their decode steps are bound
+// by the bytes they stream), the target when asked (`dtype` bf16). The F32 values stay for everything else.
 
 /// A bfloat16 value as stored: the upper 16 bits of an F32.
 public struct BF16: Sendable, Equatable {

@@ -55,6 +55,7 @@ struct Generate: ParsableCommand {
         var cost = CostModel.free
         var tree: MedusaTree?
         if speculative != .none {
+            _ = try family.makeDrafter(speculative)  // a method the models cannot run fails now, not after calibrating
             let start = monotonicSeconds()
             cost = CostModel.measure(target: family.target, context: min(128, family.target.config.maxPositionEmbeddings / 2))
             if speculative == .medusa { tree = try family.medusaTree(MedusaOptions(), cost: cost) }

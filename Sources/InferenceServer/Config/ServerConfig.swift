@@ -93,8 +93,8 @@ public struct ModelEntry: Sendable, Equatable {
     /// The model folder (Hugging Face layout), as written in the config.
     public var path: String
     /// How the target's weights are streamed by decode and verify: "f32", or "bf16" (a BF16 copy of its matrices,
-    /// for checkpoints whose values are all BF16: bitwise the same outputs, half the bytes per step). Prefill's
-    /// sgemm and every other tensor stay F32.
+    /// for checkpoints whose values are all BF16: bitwise the same outputs, half the bytes per step; the F32 values
+    /// stay for prefill's sgemm, so the target takes 1.5× the memory).
     public var dtype = "f32"
     public var speculation = SpeculationConfig()
 

@@ -203,7 +203,6 @@ func runSpecserveWithOutput(_ arguments: [String], environment: [String: String]
     return (process.terminationStatus, printed, message)
 }
 
-
 /// `specserve bench --kind` races only the prompts of that kind; an unknown kind is refused with the kinds there are.
 final class BenchCommandTests: XCTestCase {
     func testAnUnknownPromptKindIsRefusedNamingTheFileAndTheKindsThereAre() throws {
