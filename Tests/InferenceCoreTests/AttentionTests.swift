@@ -2,10 +2,11 @@ import XCTest
 @testable import InferenceCore
 
 final class AttentionTests: XCTestCase {
-    /// Head dimensions 16 and 64, with 2 and 3 query heads per KV head (lanes split rows differently); every test
-    /// runs both.
+    /// Head dimensions 16, 64 and 20 (a vector tail in `dot` and in the lane layout's V accumulation), with 2, 3
+    /// and 4 query heads per KV head (lanes split rows differently); every test runs all three.
     static let shapes = [AttentionShape(numHeads: 4, numKVHeads: 2, headDim: 16),
-                         AttentionShape(numHeads: 6, numKVHeads: 2, headDim: 64)]
+                         AttentionShape(numHeads: 6, numKVHeads: 2, headDim: 64),
+                         AttentionShape(numHeads: 4, numKVHeads: 1, headDim: 20)]
     var shape = AttentionTests.shapes[0]
 
     /// A cache whose slots hold random K/V (already "after RoPE": attention reads them as they are).
