@@ -86,15 +86,16 @@ public func tiledAttention(
     let items = work.count * shape.numKVHeads
     let qStride = shape.numHeads * shape.headDim
     let largestGroup = work.map { if case let .rows(r) = $0 { r.count } else { 0 } }.max() ?? 0
+    let anyLanes = work.contains { if case .lanes = $0 { true } else { false } }
     pool.parallelFor(items) { range in
         let d = shape.headDim
         // Per-thread scratch. By row: one tile of scores per query head of the group, and per row an accumulator
-        // per head, the running maxima and sums. By lane: see `LaneScratch`.
+        // per head, the running maxima and sums. By lane (only when some item goes by lane): see `LaneScratch`.
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: heads * attentionTile)
         let acc = UnsafeMutablePointer<Float>.allocate(capacity: max(1, largestGroup * heads * d))
         let state = UnsafeMutablePointer<Float>.allocate(capacity: max(1, 2 * largestGroup * heads))
-        let lanes = LaneScratch(headDim: d)
-        defer { scores.deallocate(); acc.deallocate(); state.deallocate(); lanes.deallocate() }
+        let lanes = anyLanes ? LaneScratch(headDim: d) : nil
+        defer { scores.deallocate(); acc.deallocate(); state.deallocate(); lanes?.deallocate() }
         for item in range {
             let kvHead = item / work.count
             switch work[item % work.count] {
@@ -105,7 +106,7 @@ public func tiledAttention(
                     kvHead: kvHead, heads: heads, shape: shape, out: out + firstHead * d,
                     scores: scores, acc: acc, state: state)
             case let .lanes(chunk):
-                attendLanes(q: q, rows: rows, chunk: chunk, kvHead: kvHead, layer: layer, shape: shape, out: out, scratch: lanes)
+                attendLanes(q: q, rows: rows, chunk: chunk, kvHead: kvHead, layer: layer, shape: shape, out: out, scratch: lanes!)
             }
         }
     }

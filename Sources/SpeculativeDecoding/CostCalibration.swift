@@ -5,9 +5,11 @@ import InferenceCore
 // draft step relative to the same decode step.
 
 extension CostModel {
-    /// `draftStep` runs one draft step (one draft token); nil when drafting is free (n-gram).
-    public static func measure(target: LlamaModel, maxRows: Int = 17, context: Int = 128, repeats: Int = 5,
+    /// `draftStep` runs one draft step (one draft token); nil when drafting is free (n-gram). The context defaults
+    /// to 128 positions, or half the model's context when that is shorter.
+    public static func measure(target: LlamaModel, maxRows: Int = 17, context: Int? = nil, repeats: Int = 5,
                                draftStep: (() -> Void)? = nil) -> CostModel {
+        let context = context ?? min(128, target.config.maxPositionEmbeddings / 2)
         let cache = target.makeCache(capacity: context + maxRows + 1)
         let prompt = min(context, target.config.maxPositionEmbeddings - maxRows - 1)
         _ = target.forward((0..<prompt).map { Row(token: $0 % target.config.vocabSize, position: $0, cache: cache, isPrompt: true, wantsLogits: false) })

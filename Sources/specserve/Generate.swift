@@ -57,7 +57,7 @@ struct Generate: ParsableCommand {
         if speculative != .none {
             _ = try family.makeDrafter(speculative)  // a method the models cannot run fails now, not after calibrating
             let start = monotonicSeconds()
-            cost = CostModel.measure(target: family.target, context: min(128, family.target.config.maxPositionEmbeddings / 2))
+            cost = CostModel.measure(target: family.target)
             if speculative == .medusa { tree = try family.medusaTree(MedusaOptions(), cost: cost) }
             cost.draftPerToken = DraftCost.measure(speculative, family: family, medusaTree: tree)
             printError(String(format: "calibrated in %.2f s: verify of 2/4/8 rows %.2f×/%.2f×/%.2f× a decode step, one token drafted by %@ %.3f×%@",

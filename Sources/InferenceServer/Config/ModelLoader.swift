@@ -57,7 +57,7 @@ public enum ModelLoader {
         var verify = CostModel.free
         if calibrate {
             let t0 = monotonicSeconds()
-            verify = CostModel.measure(target: family.target, context: min(128, family.target.config.maxPositionEmbeddings / 2))
+            verify = CostModel.measure(target: family.target)
             log(String(format: "calibrated verify cost (relative to one decode step) in %.2f s: ", monotonicSeconds() - t0)
                 + [2, 4, 8, 16].map { String(format: "%d rows %.2f×", $0, verify.verifyCost(rows: $0)) }.joined(separator: ", "))
         }
