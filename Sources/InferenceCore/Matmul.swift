@@ -294,18 +294,18 @@ private func kernel2xH<H: BlockHeight, E: StreamedWeight>(
         if rows > 11 { let y = load(a11 + p); c11_0 = c11_0.addingProduct(y, x0); c11_1 = c11_1.addingProduct(y, x1) }
         p &+= vecWidth
     }
-    store2(c + 0 * ldc, a0, k: k, kv: kv, w: w, c0_0, c0_1)
-    if rows > 1 { store2(c + 1 * ldc, a1, k: k, kv: kv, w: w, c1_0, c1_1) }
-    if rows > 2 { store2(c + 2 * ldc, a2, k: k, kv: kv, w: w, c2_0, c2_1) }
-    if rows > 3 { store2(c + 3 * ldc, a3, k: k, kv: kv, w: w, c3_0, c3_1) }
-    if rows > 4 { store2(c + 4 * ldc, a4, k: k, kv: kv, w: w, c4_0, c4_1) }
-    if rows > 5 { store2(c + 5 * ldc, a5, k: k, kv: kv, w: w, c5_0, c5_1) }
-    if rows > 6 { store2(c + 6 * ldc, a6, k: k, kv: kv, w: w, c6_0, c6_1) }
-    if rows > 7 { store2(c + 7 * ldc, a7, k: k, kv: kv, w: w, c7_0, c7_1) }
-    if rows > 8 { store2(c + 8 * ldc, a8, k: k, kv: kv, w: w, c8_0, c8_1) }
-    if rows > 9 { store2(c + 9 * ldc, a9, k: k, kv: kv, w: w, c9_0, c9_1) }
-    if rows > 10 { store2(c + 10 * ldc, a10, k: k, kv: kv, w: w, c10_0, c10_1) }
-    if rows > 11 { store2(c + 11 * ldc, a11, k: k, kv: kv, w: w, c11_0, c11_1) }
+    if rows == 1 { store2(c, a0, k: k, kv: kv, w: w, c0_0, c0_1) }
+    if rows > 1 { store2x2(c, ldc: ldc, a0, a1, k: k, kv: kv, w: w, c0_0, c0_1, c1_0, c1_1) }
+    if rows == 3 { store2(c + 2 * ldc, a2, k: k, kv: kv, w: w, c2_0, c2_1) }
+    if rows > 3 { store2x2(c + 2 * ldc, ldc: ldc, a2, a3, k: k, kv: kv, w: w, c2_0, c2_1, c3_0, c3_1) }
+    if rows == 5 { store2(c + 4 * ldc, a4, k: k, kv: kv, w: w, c4_0, c4_1) }
+    if rows > 5 { store2x2(c + 4 * ldc, ldc: ldc, a4, a5, k: k, kv: kv, w: w, c4_0, c4_1, c5_0, c5_1) }
+    if rows == 7 { store2(c + 6 * ldc, a6, k: k, kv: kv, w: w, c6_0, c6_1) }
+    if rows > 7 { store2x2(c + 6 * ldc, ldc: ldc, a6, a7, k: k, kv: kv, w: w, c6_0, c6_1, c7_0, c7_1) }
+    if rows == 9 { store2(c + 8 * ldc, a8, k: k, kv: kv, w: w, c8_0, c8_1) }
+    if rows > 9 { store2x2(c + 8 * ldc, ldc: ldc, a8, a9, k: k, kv: kv, w: w, c8_0, c8_1, c9_0, c9_1) }
+    if rows == 11 { store2(c + 10 * ldc, a10, k: k, kv: kv, w: w, c10_0, c10_1) }
+    if rows > 11 { store2x2(c + 10 * ldc, ldc: ldc, a10, a11, k: k, kv: kv, w: w, c10_0, c10_1, c11_0, c11_1) }
 }
 
 /// One activation row's FMAs against a tile's 4 weight vectors, each into its own accumulator.
@@ -316,19 +316,33 @@ private func multiplyAdd4(_ y: Vec, _ x0: Vec, _ x1: Vec, _ x2: Vec, _ x3: Vec,
     c2 = c2.addingProduct(y, x2); c3 = c3.addingProduct(y, x3)
 }
 
-/// Finishes one row's 4 outputs: horizontal sums, then the scalar tail of K.
+/// Finishes one row's 4 outputs: horizontal sums (the four trees at once, `horizontalSums`), then the scalar tail of K.
 @inline(__always)
 private func store4<E: StreamedWeight>(
     _ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<E>,
     _ v0: Vec, _ v1: Vec, _ v2: Vec, _ v3: Vec
 ) {
-    out[0] = horizontalSum(v0) + tail(a, w, from: kv, to: k)
-    out[1] = horizontalSum(v1) + tail(a, w + k, from: kv, to: k)
-    out[2] = horizontalSum(v2) + tail(a, w + 2 * k, from: kv, to: k)
-    out[3] = horizontalSum(v3) + tail(a, w + 3 * k, from: kv, to: k)
+    let s = horizontalSums(v0, v1, v2, v3)
+    out[0] = s[0] + tail(a, w, from: kv, to: k)
+    out[1] = s[1] + tail(a, w + k, from: kv, to: k)
+    out[2] = s[2] + tail(a, w + 2 * k, from: kv, to: k)
+    out[3] = s[3] + tail(a, w + 3 * k, from: kv, to: k)
 }
 
-/// Finishes one row's 2 outputs, as `store4` does.
+/// Finishes two rows' 2 outputs each (`c` and `c + ldc`), as `store4` does.
+@inline(__always)
+private func store2x2<E: StreamedWeight>(
+    _ out: UnsafeMutablePointer<Float>, ldc: Int, _ a0: UnsafePointer<Float>, _ a1: UnsafePointer<Float>, k: Int,
+    kv: Int, w: UnsafePointer<E>, _ v00: Vec, _ v01: Vec, _ v10: Vec, _ v11: Vec
+) {
+    let s = horizontalSums(v00, v01, v10, v11)
+    out[0] = s[0] + tail(a0, w, from: kv, to: k)
+    out[1] = s[1] + tail(a0, w + k, from: kv, to: k)
+    out[ldc] = s[2] + tail(a1, w, from: kv, to: k)
+    out[ldc + 1] = s[3] + tail(a1, w + k, from: kv, to: k)
+}
+
+/// Finishes one row's 2 outputs (the last row of an odd block).
 @inline(__always)
 private func store2<E: StreamedWeight>(
     _ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, k: Int, kv: Int, w: UnsafePointer<E>,
@@ -356,6 +370,13 @@ func horizontalSum(_ v: SIMD16<Float>) -> Float {
     let h4 = h8.lowHalf + h8.highHalf
     let h2 = h4.lowHalf + h4.highHalf
     return h2[0] + h2[1]
+}
+
+/// `horizontalSum` of four vectors at once, bit for bit (`specserve_sum4`: shared shuffles, 5 vector adds instead of
+/// 16). The streaming matmul finishes its tiles with it.
+@inline(__always)
+func horizontalSums(_ a: Vec, _ b: Vec, _ c: Vec, _ d: Vec) -> SIMD4<Float> {
+    specserve_sum4(a, b, c, d)
 }
 
 /// The roofline's measuring stick: reads every byte the streaming matmul reads of `tensors` once (a BF16 copy

@@ -1,6 +1,7 @@
 import XCTest
 import Foundation
 import Synchronization
+import TestSupport
 @testable import InferenceCore
 
 final class MatmulTests: XCTestCase {
@@ -41,6 +42,30 @@ final class MatmulTests: XCTestCase {
                 XCTAssertEqual(Array(batch[r * n..<(r + 1) * n]), alone[r], "row \(r) in a batch of \(m)")
             }
         }
+    }
+
+    func testFourHorizontalSumsAtOnceAreBitwiseTheOneByOneSums() {
+        // Magnitudes from 1e-6 to 1e6 and both signs make every change of association show in the bits.
+        var rng = SplitMix64(seed: 21)
+        func vector() -> Vec {
+            var v = Vec()
+            for i in 0..<16 {
+                let magnitude = Float(pow(10, Double(rng.next() % 13) - 6))
+                v[i] = (Float(rng.next() % 2_000_001) / 1_000_000 - 1) * magnitude
+            }
+            return v
+        }
+        var differentFromSequential = 0
+        for _ in 0..<2_000 {
+            let (a, b, c, d) = (vector(), vector(), vector(), vector())
+            let sums = horizontalSums(a, b, c, d)
+            for (i, v) in [a, b, c, d].enumerated() {
+                XCTAssertEqual(sums[i].bitPattern, horizontalSum(v).bitPattern)
+                if horizontalSum(v) != (0..<16).reduce(Float(0)) { $0 + v[$1] } { differentFromSequential += 1 }
+            }
+        }
+        // The data can tell orders apart: a left-to-right sum differs from the tree on many of them.
+        XCTAssertGreaterThan(differentFromSequential, 1_000)
     }
 
     func testStreamingResultDoesNotDependOnTheThreadCount() {
