@@ -12,8 +12,8 @@
 // FMAs.
 //
 // Scratch per thread: qt `[headDim][16]` the transposed queries, acc `[headDim][16]` the accumulator, scores
-// `[tile][16]` (then the weights), partials (17 vectors for the tree sums), and the shared V row of each
-// position of the tile.
+// `[tile][16]` (then the weights), partials (the FMA chains of 8 keys, `[8][16][16]`, before their tree sums), and
+// the shared K and V rows of each position of the tile.
 
 /// The queries one lane-layout work item computes together: one SIMD16 lane each.
 let attentionLanes = 16
@@ -28,17 +28,22 @@ struct AttentionChunk {
 /// One thread's buffers for `attendLanes`.
 struct LaneScratch {
     let qt, acc, scores, partials: UnsafeMutablePointer<Float>
+    let sharedKeys: UnsafeMutablePointer<UnsafePointer<Float>>
     let sharedValues: UnsafeMutablePointer<UnsafePointer<Float>?>
 
     init(headDim d: Int) {
         qt = .allocate(capacity: d * attentionLanes)
         acc = .allocate(capacity: d * attentionLanes)
         scores = .allocate(capacity: attentionTile * attentionLanes)
-        partials = .allocate(capacity: 17 * attentionLanes)
+        partials = .allocate(capacity: 8 * 16 * attentionLanes)
+        sharedKeys = .allocate(capacity: attentionTile)
         sharedValues = .allocate(capacity: attentionTile)
     }
 
-    func deallocate() { qt.deallocate(); acc.deallocate(); scores.deallocate(); partials.deallocate(); sharedValues.deallocate() }
+    func deallocate() {
+        qt.deallocate(); acc.deallocate(); scores.deallocate(); partials.deallocate()
+        sharedKeys.deallocate(); sharedValues.deallocate()
+    }
 }
 
 /// One chunk of queries against one KV head, tile by tile.
@@ -47,7 +52,8 @@ func attendLanes(
     out: UnsafeMutablePointer<Float>, scratch: LaneScratch
 ) {
     let d = shape.headDim, heads = shape.numHeads / shape.numKVHeads, stride = shape.numHeads * d
-    let (qt, acc, scores, sharedValues) = (scratch.qt, scratch.acc, scratch.scores, scratch.sharedValues)
+    let (qt, acc, scores) = (scratch.qt, scratch.acc, scratch.scores)
+    let (sharedKeys, sharedValues) = (scratch.sharedKeys, scratch.sharedValues)
     let laneCount = chunk.lanes.count, cache = rows[chunk.base].cache
     let firstRow = chunk.base + chunk.lanes.lowerBound / heads, lastRow = chunk.base + (chunk.lanes.upperBound - 1) / heads
     @inline(__always) func rowOf(_ lane: Int) -> Int { chunk.base + (chunk.lanes.lowerBound + lane) / heads }
@@ -86,7 +92,9 @@ func attendLanes(
     var tileStart = 0
     while tileStart < longest {
         let n = min(attentionTile, longest - tileStart)
-        // Scores, −∞ where a lane cannot see the position; the tile's unused positions hold weight 0.
+        // Scores, −∞ where a lane cannot see the position; the tile's unused positions hold weight 0. First the
+        // slot of each position: shared by the chunk's rows (K and V read once for all lanes), or differing (a
+        // tree's branches: scored lane by lane here).
         for j in 0..<n {
             let position = tileStart + j, s = scores + j * attentionLanes
             var slot = position, differ = false
@@ -107,11 +115,28 @@ func attendLanes(
                 }
                 sharedValues[j] = nil
             } else {
-                laneScores(qt, d: d, key: cache.key(layer: layer, slot: slot) + kvOffset, scale: scale, into: s,
-                           partials: scratch.partials)
+                sharedKeys[j] = UnsafePointer(cache.key(layer: layer, slot: slot) + kvOffset)
                 sharedValues[j] = UnsafePointer(cache.value(layer: layer, slot: slot) + kvOffset)
             }
-            let seen = SIMD16<Int32>(repeating: Int32(position)) .< visible
+        }
+        // Then the shared keys' scores, eight at a time where eight in a row are shared (head dim 64).
+        var j = 0
+        while j < n {
+            if d == 64 && j + 8 <= n && (j..<(j + 8)).allSatisfy({ sharedValues[$0] != nil }) {
+                laneScores8(qt, keys: sharedKeys + j, scale: scale, into: scores + j * attentionLanes,
+                            partials: scratch.partials)
+                j += 8
+            } else {
+                if sharedValues[j] != nil {
+                    laneScores(qt, d: d, key: sharedKeys[j], scale: scale, into: scores + j * attentionLanes,
+                               partials: scratch.partials)
+                }
+                j += 1
+            }
+        }
+        for j in 0..<n {
+            let s = scores + j * attentionLanes
+            let seen = SIMD16<Int32>(repeating: Int32(tileStart + j)) .< visible
             store16(load16(s).replacing(with: -.infinity, where: .!seen), s)
         }
 
@@ -138,8 +163,18 @@ func attendLanes(
         runningSum = runningSum * correction + laneTileSum(scores, columns: scratch.partials)
         for x in 0..<d { store16(load16(acc + x * attentionLanes) * correction, acc + x * attentionLanes) }
 
-        // acc[x] += p · v[x], position by position, eight dimensions of the accumulator in registers at a time.
+        // acc[x] += p · v[x], position by position: when every position of the tile has a shared V row (all but a
+        // tree's branches), sixteen dimensions of the accumulator in registers at a time; otherwise eight, with the
+        // per-lane path for the positions that differ.
         var x0 = 0
+        if d % 16 == 0 && (0..<n).allSatisfy({ sharedValues[$0] != nil }) {
+            // No nil among them, so the optional pointers are plain pointers (same layout).
+            let values = UnsafeRawPointer(sharedValues).assumingMemoryBound(to: UnsafePointer<Float>.self)
+            while x0 < d {
+                accumulateSixteenShared(acc + x0 * attentionLanes, weights: scores, count: n, values: values, from: x0)
+                x0 += 16
+            }
+        }
         while x0 < d {
             let width = min(8, d - x0)
             if width == 8 {
@@ -219,6 +254,42 @@ func laneScores(
     store16(v * scale, s)
 }
 
+/// Eight keys' scores for all 16 lanes at head dim 64, each bitwise what `laneScores` gives: the same FMA chain per
+/// accumulator c (dimensions c, c + 16, c + 32, c + 48) and the same tree. Chain c of all eight keys is computed with
+/// the four query vectors it needs held in registers, so a key costs 64 broadcast FMAs and 16 stores instead of 64
+/// FMAs that each also load a query vector. Measured against `laneScores` key by key, attention over all layers in
+/// one process: a 256-token prompt 8.4 → 7.7 ms, 8 rows 0.61 → 0.59 ms, 5 rows 0.35 → 0.33 ms.
+@inline(__always)
+func laneScores8(
+    _ qt: UnsafePointer<Float>, keys k: UnsafePointer<UnsafePointer<Float>>, scale: Float,
+    into s: UnsafeMutablePointer<Float>, partials: UnsafeMutablePointer<Float>
+) {
+    let l = attentionLanes
+    let k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7]
+    for c in 0..<16 {
+        let q0 = load16(qt + c * l), q1 = load16(qt + (c + 16) * l)
+        let q2 = load16(qt + (c + 32) * l), q3 = load16(qt + (c + 48) * l)
+        @inline(__always) func chain(_ key: UnsafePointer<Float>) -> SIMD16<Float> {
+            var p = SIMD16<Float>()
+            p = p.addingProduct(q0, SIMD16(repeating: key[c]))
+            p = p.addingProduct(q1, SIMD16(repeating: key[c + 16]))
+            p = p.addingProduct(q2, SIMD16(repeating: key[c + 32]))
+            p = p.addingProduct(q3, SIMD16(repeating: key[c + 48]))
+            return p
+        }
+        let out = partials + c * l
+        store16(chain(k0), out); store16(chain(k1), out + 16 * l)
+        store16(chain(k2), out + 32 * l); store16(chain(k3), out + 48 * l)
+        store16(chain(k4), out + 64 * l); store16(chain(k5), out + 80 * l)
+        store16(chain(k6), out + 96 * l); store16(chain(k7), out + 112 * l)
+    }
+    for j in 0..<8 {
+        let sj = s + j * l
+        treeSum(partials + j * 16 * l, into: sj)
+        store16(load16(sj) * scale, sj)
+    }
+}
+
 /// `horizontalSum`'s tree over the 16 vectors at `p` (16 floats apart), lane by lane: (c + 8), then (c + 4),
 /// (c + 2), (c + 1).
 @inline(never)
@@ -246,6 +317,37 @@ private func laneTileSum(_ w: UnsafePointer<Float>, columns: UnsafeMutablePointe
     }
     treeSum(columns, into: columns + 16 * l)
     return load16(columns + 16 * l)
+}
+
+/// acc[x] += p_j · v_j[x] for sixteen dimensions starting at `from`, positions j in order (the same FMA per
+/// dimension and position as `accumulateEight`), every position with a shared V row: sixteen independent chains
+/// keep both FMA units busy, where eight wait on their own latency. Measured against eight at a time, attention
+/// over all layers in one process: 5 rows 0.34 → 0.32 ms, 8 rows 0.60 → 0.56 ms, a 256-token prompt 8.3 → 7.6 ms.
+@inline(__always)
+private func accumulateSixteenShared(
+    _ acc: UnsafeMutablePointer<Float>, weights: UnsafePointer<Float>, count n: Int,
+    values: UnsafePointer<UnsafePointer<Float>>, from x: Int
+) {
+    let l = attentionLanes
+    var a0 = load16(acc), a1 = load16(acc + l), a2 = load16(acc + 2 * l), a3 = load16(acc + 3 * l)
+    var a4 = load16(acc + 4 * l), a5 = load16(acc + 5 * l), a6 = load16(acc + 6 * l), a7 = load16(acc + 7 * l)
+    var a8 = load16(acc + 8 * l), a9 = load16(acc + 9 * l), a10 = load16(acc + 10 * l), a11 = load16(acc + 11 * l)
+    var a12 = load16(acc + 12 * l), a13 = load16(acc + 13 * l), a14 = load16(acc + 14 * l), a15 = load16(acc + 15 * l)
+    for j in 0..<n {
+        let p = load16(weights + j * l), v = values[j] + x
+        a0 = a0.addingProduct(p, SIMD16(repeating: v[0])); a1 = a1.addingProduct(p, SIMD16(repeating: v[1]))
+        a2 = a2.addingProduct(p, SIMD16(repeating: v[2])); a3 = a3.addingProduct(p, SIMD16(repeating: v[3]))
+        a4 = a4.addingProduct(p, SIMD16(repeating: v[4])); a5 = a5.addingProduct(p, SIMD16(repeating: v[5]))
+        a6 = a6.addingProduct(p, SIMD16(repeating: v[6])); a7 = a7.addingProduct(p, SIMD16(repeating: v[7]))
+        a8 = a8.addingProduct(p, SIMD16(repeating: v[8])); a9 = a9.addingProduct(p, SIMD16(repeating: v[9]))
+        a10 = a10.addingProduct(p, SIMD16(repeating: v[10])); a11 = a11.addingProduct(p, SIMD16(repeating: v[11]))
+        a12 = a12.addingProduct(p, SIMD16(repeating: v[12])); a13 = a13.addingProduct(p, SIMD16(repeating: v[13]))
+        a14 = a14.addingProduct(p, SIMD16(repeating: v[14])); a15 = a15.addingProduct(p, SIMD16(repeating: v[15]))
+    }
+    store16(a0, acc); store16(a1, acc + l); store16(a2, acc + 2 * l); store16(a3, acc + 3 * l)
+    store16(a4, acc + 4 * l); store16(a5, acc + 5 * l); store16(a6, acc + 6 * l); store16(a7, acc + 7 * l)
+    store16(a8, acc + 8 * l); store16(a9, acc + 9 * l); store16(a10, acc + 10 * l); store16(a11, acc + 11 * l)
+    store16(a12, acc + 12 * l); store16(a13, acc + 13 * l); store16(a14, acc + 14 * l); store16(a15, acc + 15 * l)
 }
 
 /// acc[x] += p_j · v_j[x] for eight dimensions starting at `from`, positions j in order, the eight accumulator

@@ -77,6 +77,38 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    /// The lane layout's eight-key score kernel (head dim 64) must give every lane and key bitwise `dot · scale`.
+    func testEightKeyLaneScoresAreBitwiseTheRowLayoutsDotProducts() {
+        let d = 64, scale: Float = 0.125
+        for seed in UInt64(0)..<10 {
+            let queries = (0..<attentionLanes).map { randomVector(d, seed: 500 + 16 * seed + UInt64($0), scale: 3) }
+            var qt = [Float](repeating: 0, count: d * attentionLanes)
+            for (lane, query) in queries.enumerated() { for x in 0..<d { qt[x * attentionLanes + lane] = query[x] } }
+            let keys = (0..<8).map { randomVector(d, seed: 700 + 8 * seed + UInt64($0), scale: 3) }
+            let keyData = UnsafeMutablePointer<Float>.allocate(capacity: 8 * d)
+            defer { keyData.deallocate() }
+            for (j, key) in keys.enumerated() { (keyData + j * d).initialize(from: key, count: d) }
+            let table = (0..<8).map { UnsafePointer(keyData + $0 * d) }
+            var got = [Float](repeating: .nan, count: 8 * attentionLanes)
+            var partials = [Float](repeating: .nan, count: 8 * 16 * attentionLanes)
+            qt.withUnsafeBufferPointer { q in
+                table.withUnsafeBufferPointer { t in
+                    got.withUnsafeMutableBufferPointer { g in
+                        partials.withUnsafeMutableBufferPointer {
+                            laneScores8(q.baseAddress!, keys: t.baseAddress!, scale: scale, into: g.baseAddress!, partials: $0.baseAddress!)
+                        }
+                    }
+                }
+            }
+            for j in 0..<8 {
+                for lane in 0..<attentionLanes {
+                    let expected = queries[lane].withUnsafeBufferPointer { dot($0.baseAddress!, table[j], d) } * scale
+                    XCTAssertEqual(got[j * attentionLanes + lane].bitPattern, expected.bitPattern, "seed \(seed) key \(j) lane \(lane)")
+                }
+            }
+        }
+    }
+
     /// The row layout's eight-key score kernel (head dim 64) must be bitwise its one-key `dot`.
     func testEightKeyScoresAreBitwiseTheOneKeyDotProducts() {
         for seed in UInt64(0)..<20 {
