@@ -65,14 +65,24 @@ public final class MedusaHeads {
                            blocks: blocks, projections: projections)
     }
 
-    /// Bytes the heads read per step.
+    /// Bytes the heads read per step (through the target's whole lm_head for layout v2).
     public var weightBytes: Int {
-        blocks.joined().reduce(0) { $0 + $1.weight.byteCount + $1.bias.byteCount } + projections.reduce(0) { $0 + $1.byteCount }
+        blocks.joined().reduce(0) { $0 + $1.weight.streamedByteCount + $1.bias.byteCount }
+            + projections.reduce(0) { $0 + $1.streamedByteCount }
             + (layout == .v2SharedHead ? target.lmHead.streamedByteCount : 0)
     }
 
-    /// The logits of the first `heads` heads `[heads, V]` for one final hidden state.
-    public func logits(hidden: [Float], heads: Int? = nil) -> Tensor {
+    /// Streams the ResBlocks' matrices (and v1 projections) from BF16 copies where their values are exactly BF16, as
+    /// they are when read from BF16 storage: bitwise the same logits, half the bytes. Returns whether all have one.
+    @discardableResult
+    public func streamMatricesAsBF16() -> Bool {
+        (blocks.joined().map(\.weight) + projections).map { $0.keepBF16Copy() }.allSatisfy { $0 }
+    }
+
+    /// The logits of the first `heads` heads `[heads, V]` for one final hidden state. With `vocabulary` (layout v2
+    /// only: it is a subset of the shared lm_head), only its tokens are scored and the others get −∞.
+    public func logits(hidden: [Float], heads: Int? = nil, vocabulary: VocabularySubset? = nil) -> Tensor {
+        precondition(vocabulary == nil || layout == .v2SharedHead, "a vocabulary subset of the lm_head serves v2 heads only")
         let n = min(heads ?? count, count), h = target.config.hiddenSize
         let states = Tensor(shape: [n, h])
         let tmp = Tensor(shape: [1, h])
@@ -87,6 +97,7 @@ public final class MedusaHeads {
                 }
             }
         }
+        if let vocabulary { return vocabulary.logits(rows: states) }
         if layout == .v2SharedHead { return target.vocabularyLogits(states) }
         let out = Tensor(shape: [n, target.config.vocabSize])
         for head in 0..<n {

@@ -1,7 +1,8 @@
 // A drafter's output layer cut down to the most frequent tokens (frequency-ranked drafting).
 //
 // Drafting one token through a small model reads its whole lm_head: for the shipped draft model that is 57 % of
-// its weights (8192 × 192), for an MTP module 63 % of what a drafted token reads (the target's 8192 × 384 head).
+// its weights (8192 × 192), for an MTP module 63 % of what a drafted token reads (the target's 8192 × 384 head),
+// for Medusa heads of layout v2 nearly all of a step's drafting bytes (the same head, one row per head).
 // Most tokens a drafter gets right are common ones, so scoring only the `N` most frequent tokens of the training
 // corpus loses little acceptance and saves most of those bytes. It costs nothing in exactness: the target still
 // verifies every draft, and a sampled draft is still drawn from a proper distribution q (zero outside the subset),
@@ -35,6 +36,21 @@ public final class VocabularySubset: @unchecked Sendable {
 
     /// Bytes one drafted token reads through this head.
     public var byteCount: Int { weight.streamedByteCount }
+
+    /// Full-vocabulary logits `[M, V]` of final hidden states `[M, H]` (one pass over the subset's head for all rows),
+    /// laid out as `logits(hidden:)` gives each.
+    public func logits(rows hidden: Tensor) -> Tensor {
+        let m = hidden.rows
+        let scores = Tensor(shape: [m, ids.count])
+        matmul(hidden.data, rows: m, weight: weight, into: scores.data, path: .streaming, pool: pool)
+        let out = Tensor(shape: [m, vocabSize])
+        out.data.update(repeating: -.infinity, count: m * vocabSize)
+        for r in 0..<m {
+            let s = scores.row(r), o = out.row(r)
+            for (i, id) in ids.enumerated() { o[id] = s[i] }
+        }
+        return out
+    }
 
     /// Full-vocabulary logits of one final hidden state `[H]`: the kept tokens' scores, −∞ for every other token
     /// (argmax, softmax and sampling then never pick one).

@@ -11,13 +11,17 @@ public final class MedusaDrafter: Drafter {
     public let tree: MedusaTree
     /// Typical acceptance (threshold, alpha) for T > 0; nil means lossless rejection sampling.
     public let typical: (threshold: Float, alpha: Float)?
+    /// The tokens the heads score (v2 heads; nil: every token); the tree takes its top-k among them.
+    public let vocabulary: VocabularySubset?
     private var lastHidden: [Float] = []
 
-    public init(heads: MedusaHeads, tree: MedusaTree, typical: (threshold: Float, alpha: Float)? = (0.09, 0.3)) {
+    public init(heads: MedusaHeads, tree: MedusaTree, typical: (threshold: Float, alpha: Float)? = (0.09, 0.3),
+                vocabulary: VocabularySubset? = nil) {
         precondition(tree.maxDepth <= heads.count, "the tree is deeper than the heads")
         self.heads = heads
         self.tree = tree
         self.typical = typical
+        self.vocabulary = vocabulary
     }
 
     public func acceptanceRule(for sampling: SamplingParameters) -> AcceptanceRule {
@@ -37,7 +41,7 @@ public final class MedusaDrafter: Drafter {
     public func propose(tokens: [Int], limit: Int, sampling: SamplingParameters, rng: inout SeededGenerator) -> DraftTree {
         let depth = min(tree.maxDepth, limit, heads.target.config.maxPositionEmbeddings - tokens.count)
         guard depth > 0, !lastHidden.isEmpty else { return DraftTree() }
-        let logits = heads.logits(hidden: lastHidden, heads: depth)
+        let logits = heads.logits(hidden: lastHidden, heads: depth, vocabulary: vocabulary)
         let top = (0..<depth).map { h in
             topK(UnsafeBufferPointer(start: logits.row(h), count: logits.columns), tree.ranksPerHead[h])
         }

@@ -51,6 +51,7 @@ public final class ModelFamily {
     /// The draft model's and the MTP module's output layers cut to the most frequent tokens (nil: whole vocabulary).
     public private(set) var draftVocabulary: VocabularySubset?
     public private(set) var mtpVocabulary: VocabularySubset?
+    public private(set) var medusaVocabulary: VocabularySubset?
 
     public init(target: LlamaModel, tokenizer: BPETokenizer, stopTokens: Set<Int>, draft: LlamaModel? = nil,
                 medusa: MedusaHeads? = nil, mtp: MTPModule? = nil, targetDirectory: URL, medusaAccuracy: [[Double]]? = nil,
@@ -91,6 +92,8 @@ public final class ModelFamily {
         var accuracy: [[Double]]?
         if FileManager.default.fileExists(atPath: directory.appendingPathComponent("medusa_lm_head.safetensors").path) {
             medusa = try MedusaHeads.load(target: target, directory: directory)
+            // Like the draft's, the heads' steps are bound by the bytes they stream.
+            medusa?.streamMatricesAsBF16()
             accuracy = try medusaAccuracy(in: directory.appendingPathComponent("config.json"))
         }
         let mtp = target.config.numNextnPredictLayers > 0 ? try MTPModule.load(target: target, directory: directory) : nil
@@ -133,18 +136,36 @@ public final class ModelFamily {
         return Array(tokenCounts.indices.sorted { tokenCounts[$0] != tokenCounts[$1] ? tokenCounts[$0] > tokenCounts[$1] : $0 < $1 }.prefix(n))
     }
 
-    /// `method` (draft or mtp) drafts from only the `n` most frequent tokens; nil or the whole vocabulary's size
-    /// scores every token. Set at load, before requests run.
+    /// `method` (draft, mtp or medusa) drafts from only the `n` most frequent tokens; nil or the whole vocabulary's
+    /// size scores every token. Set at load, before requests run. Medusa heads need layout v2 (the subset is one of
+    /// the shared lm_head; v1 heads have projections of their own).
     public func useVocabularySubset(_ n: Int?, for method: SpeculativeMethod) throws {
         let lmHead: Tensor?
         switch method {
         case .draft: lmHead = draft?.lmHead
         case .mtp: lmHead = mtp == nil ? nil : target.lmHead
-        case .none, .ngram, .medusa: throw SpeculativeSetupError("method '\(method.rawValue)' does not draft through an lm_head of its own")
+        case .medusa:
+            if n != nil, let medusa, medusa.layout != .v2SharedHead {
+                throw SpeculativeSetupError("the Medusa heads in \(targetDirectory.path) have projections of their own (layout v1); "
+                                            + "a vocabulary subset is one of the shared lm_head (layout v2)")
+            }
+            lmHead = medusa == nil ? nil : target.lmHead
+        case .none, .ngram: throw SpeculativeSetupError("method '\(method.rawValue)' does not draft through an lm_head of its own")
         }
         var subset: VocabularySubset?
         if let n, let lmHead, n != lmHead.rows { subset = VocabularySubset(lmHead: lmHead, ids: try mostFrequentTokens(n), pool: target.pool) }
-        if method == .draft { draftVocabulary = subset } else { mtpVocabulary = subset }
+        switch method {
+        case .draft: draftVocabulary = subset
+        case .mtp: mtpVocabulary = subset
+        default: medusaVocabulary = subset
+        }
+    }
+
+    /// The drafters' vocabulary subsets by method name, for load lines.
+    public var vocabularySubsets: [(method: String, subset: VocabularySubset)] {
+        [("draft", draftVocabulary), ("mtp", mtpVocabulary), ("medusa", medusaVocabulary)].compactMap { name, subset in
+            subset.map { (name, $0) }
+        }
     }
 
     /// The optional `medusa_topk_accuracy` key: one list of probabilities in [0, 1] per head.
@@ -213,7 +234,7 @@ public final class ModelFamily {
         case .medusa:
             guard let medusa else { throw SpeculativeSetupError("method 'medusa' needs medusa_lm_head.safetensors beside \(targetDirectory.path)") }
             let tree = try medusaTree ?? self.medusaTree(medusaOptions, cost: .free)
-            return MedusaDrafter(heads: medusa, tree: tree, typical: medusaOptions.typical)
+            return MedusaDrafter(heads: medusa, tree: tree, typical: medusaOptions.typical, vocabulary: medusaVocabulary)
         }
     }
 }

@@ -105,13 +105,13 @@ func loadFamily(_ path: String, draft: String?, threads: Int?, vocabulary: Draft
     do {
         let family = try ModelFamily.load(target: directory, draft: draft.map { URL(fileURLWithPath: $0) }, pool: pool)
         try weights.apply(to: family.target, path: path)
-        for (method, option) in [(SpeculativeMethod.draft, vocabulary.draftVocabulary), (.mtp, vocabulary.mtpVocabulary)] {
+        for (method, option) in [(SpeculativeMethod.draft, vocabulary.draftVocabulary), (.mtp, vocabulary.mtpVocabulary),
+                                 (.medusa, vocabulary.medusaVocabulary)] {
             do { try family.useVocabularySubset(vocabulary.size(option, family), for: method) } catch {
                 throw CLIError("--\(method.rawValue)-vocabulary: \(error)")
             }
         }
-        let subsets = [("draft", family.draftVocabulary), ("mtp", family.mtpVocabulary)].compactMap { name, subset in
-            subset.map { ", \(name) drafts from the \($0.ids.count) most frequent tokens" } }.joined()
+        let subsets = family.vocabularySubsets.map { ", \($0.method) drafts from the \($0.subset.ids.count) most frequent tokens" }.joined()
         printError(String(format: "loaded %@: %.1fM parameters, %.1f MB of weights streamed per token (%@), methods %@, %.2f s, %d kernel threads, %@%@",
                           path, Double(family.target.parameterCount) / 1e6, Double(family.target.weightBytes) / 1e6, weights.dtype,
                           family.methods.map(\.rawValue).joined(separator: "/"), monotonicSeconds() - start, pool.threadCount,
@@ -150,6 +150,8 @@ struct DraftVocabularyOptions: ParsableArguments {
     var draftVocabulary: Int?
     @Option(name: .customLong("mtp-vocabulary"), help: "The MTP module scores only this many most frequent tokens (0: all; default as --draft-vocabulary).")
     var mtpVocabulary: Int?
+    @Option(name: .customLong("medusa-vocabulary"), help: "Medusa heads (layout v2) score only this many most frequent tokens (0: all; default as --draft-vocabulary).")
+    var medusaVocabulary: Int?
 
     func size(_ option: Int?, _ family: ModelFamily) -> Int? {
         guard let option else { return family.tokenCounts == nil ? nil : min(Self.defaultSize, family.target.config.vocabSize) }

@@ -28,5 +28,12 @@ final class VocabularySubsetTests: XCTestCase {
             let p = distribution(cut, SamplingParameters(temperature: 1))
             XCTAssertEqual(p.enumerated().filter { $0.element > 0 }.map(\.offset).sorted(), kept.sorted())
         }
+        // All rows in one pass (Medusa's heads) give each row bitwise what it gets alone.
+        let batch = subset.logits(rows: out.hidden)
+        for r in 0..<3 {
+            let alone = subset.logits(hidden: out.hidden.row(r))
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: batch.row(r), count: config.vocabSize)).map(\.bitPattern),
+                           alone.map(\.bitPattern), "row \(r) in the batch")
+        }
     }
 }

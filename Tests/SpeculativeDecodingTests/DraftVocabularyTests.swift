@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import InferenceCore
+@testable import InferenceCore
 @testable import SpeculativeDecoding
 
 /// Drafting from the most frequent tokens only: still lossless, really restricted, and ranked from the model
@@ -52,7 +53,28 @@ final class DraftVocabularyTests: XCTestCase {
         XCTAssertEqual(softmaxProbability(of: 1, in: [0, 0, 0, 0]), 0.25, accuracy: 1e-6)
     }
 
-    private func family(counts json: String?) throws -> ModelFamily {
+    /// Medusa heads of layout v2 draft from a subset of the shared lm_head; v1 heads, with projections of their own,
+    /// refuse one with a message that says why.
+    func testMedusaHeadsTakeASubsetOfTheSharedHeadInLayoutV2Only() throws {
+        let h = target.config.hiddenSize
+        let blocks = (0..<2).map { _ in [(weight: Tensor(shape: [h, h]), bias: Tensor(shape: [h]))] }
+        let v2 = try family(counts: #"{"counts": \#(Array(0..<96))}"#,
+                            medusa: MedusaHeads(target: target, layout: .v2SharedHead, blocks: blocks, projections: []))
+        try v2.useVocabularySubset(10, for: .medusa)
+        XCTAssertEqual(v2.medusaVocabulary?.ids, Array((86..<96).reversed()))
+        XCTAssertEqual((try v2.makeDrafter(.medusa) as? MedusaDrafter)?.vocabulary?.ids.count, 10)
+        XCTAssertEqual(v2.vocabularySubsets.map(\.method), ["medusa"])
+        let v1 = try family(counts: #"{"counts": \#(Array(0..<96))}"#,
+                            medusa: MedusaHeads(target: target, layout: .v1OwnProjection, blocks: blocks,
+                                                projections: [Tensor(shape: [96, h]), Tensor(shape: [96, h])]))
+        XCTAssertThrowsError(try v1.useVocabularySubset(10, for: .medusa)) {
+            XCTAssertTrue("\($0)".contains("layout v1"), "\($0)")
+        }
+        try v1.useVocabularySubset(nil, for: .medusa)
+        XCTAssertNil(v1.medusaVocabulary)
+    }
+
+    private func family(counts json: String?, medusa: MedusaHeads? = nil) throws -> ModelFamily {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vocab-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
@@ -60,7 +82,7 @@ final class DraftVocabularyTests: XCTestCase {
         if let json { try Data(json.utf8).write(to: file) }
         let counts = try ModelFamily.tokenCounts(in: file, vocabSize: target.config.vocabSize)
         return ModelFamily(target: target, tokenizer: try BPETokenizer(contentsOf: Fixtures.url("tokenizer/fixture-tokenizer.json")),
-                           stopTokens: [], draft: target, mtp: ToyModels.mtpModule(target: target), targetDirectory: dir,
+                           stopTokens: [], draft: target, medusa: medusa, mtp: ToyModels.mtpModule(target: target), targetDirectory: dir,
                            tokenCounts: counts)
     }
 
@@ -83,7 +105,10 @@ final class DraftVocabularyTests: XCTestCase {
         XCTAssertNil(f.mtpVocabulary)
         XCTAssertThrowsError(try f.useVocabularySubset(97, for: .draft)) { XCTAssertTrue("\($0)".contains("the vocabulary has 96"), "\($0)") }
         XCTAssertThrowsError(try f.useVocabularySubset(0, for: .draft))
-        XCTAssertThrowsError(try f.useVocabularySubset(8, for: .medusa))
+        // No Medusa heads here: nothing to cut, as for a family without a draft model.
+        try f.useVocabularySubset(8, for: .medusa)
+        XCTAssertNil(f.medusaVocabulary)
+        XCTAssertThrowsError(try f.useVocabularySubset(8, for: .ngram))
     }
 
     func testAMissingOrBrokenCountsFileIsNamedWithItsKey() throws {

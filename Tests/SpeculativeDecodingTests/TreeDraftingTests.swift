@@ -83,11 +83,15 @@ final class MTPDrafterTests: XCTestCase {
 final class MedusaTests: XCTestCase {
     let target = ToyModels.model(seed: 8)
 
-    private func heads(count: Int, seed: UInt64) -> MedusaHeads {
+    private func heads(count: Int, seed: UInt64, bf16: Bool = false) -> MedusaHeads {
         let h = target.config.hiddenSize
         var rng = SeededGenerator(seed: seed)
+        func weight() -> Float {
+            let w = Float(rng.nextUniform() - 0.5) * 0.6
+            return bf16 ? Float(bitPattern: w.bitPattern & 0xFFFF_0000) : w
+        }
         let blocks = (0..<count).map { _ in
-            [(weight: Tensor(shape: [h, h], values: (0..<(h * h)).map { _ in Float(rng.nextUniform() - 0.5) * 0.6 }),
+            [(weight: Tensor(shape: [h, h], values: (0..<(h * h)).map { _ in weight() }),
               bias: Tensor(shape: [h], values: (0..<h).map { _ in Float(rng.nextUniform() - 0.5) * 0.1 }))]
         }
         return MedusaHeads(target: target, layout: .v2SharedHead, blocks: blocks, projections: [])
@@ -141,6 +145,46 @@ final class MedusaTests: XCTestCase {
                                drafter: lossless, settings: SpeculationSettings(numDraft: 4, autoDisable: false))
         exact.run()
         XCTAssertTrue(exact.stats.lossless)
+    }
+
+    /// Heads scoring a vocabulary subset stay lossless, propose only kept tokens, and stream BF16 copies of their
+    /// ResBlocks with bitwise the same logits.
+    func testMedusaDraftingFromASubsetIsIdenticalToPlainDecodingAndProposesOnlyKeptTokens() throws {
+        let tree = try MedusaTree(choices: [[0], [1], [0, 0], [0, 1], [0, 0, 0]], heads: 3)
+        let prompt = (0..<12).map { ($0 * 11 + 5) % 96 }
+        let plain = Generation(target: target, prompt: prompt, maxTokens: 30)
+        plain.run()
+        let kept = Array(stride(from: 1, to: 96, by: 3))
+        let subset = VocabularySubset(lmHead: target.lmHead, ids: kept)
+        let medusa = heads(count: 3, seed: 8)
+        let drafter = MedusaDrafter(heads: medusa, tree: tree, vocabulary: subset)
+        let g = Generation(target: target, prompt: prompt, maxTokens: 30, drafter: drafter,
+                           settings: SpeculationSettings(numDraft: 3, autoDisable: false))
+        g.run()
+        XCTAssertEqual(Array(g.generated), Array(plain.generated))
+        XCTAssertGreaterThan(g.stats.drafted, 0)
+        var rng = SeededGenerator(seed: 1)
+        let proposed = drafter.propose(tokens: prompt, limit: 3, sampling: SamplingParameters(), rng: &rng)
+        XCTAssertFalse(proposed.tokens.isEmpty)
+        XCTAssertTrue(proposed.tokens.allSatisfy { kept.contains($0) }, "\(proposed.tokens)")
+
+        let hidden = (0..<target.config.hiddenSize).map { Float($0 % 7) * 0.2 - 0.6 }
+        let full = medusa.logits(hidden: hidden, heads: 3)
+        let cut = medusa.logits(hidden: hidden, heads: 3, vocabulary: subset)
+        for h in 0..<3 {
+            for id in 0..<96 {
+                XCTAssertEqual(cut.row(h)[id].bitPattern, kept.contains(id) ? full.row(h)[id].bitPattern : (-Float.infinity).bitPattern)
+            }
+        }
+        // Weights that are exactly BF16 stream from BF16 copies with the same logits.
+        let rounded = heads(count: 3, seed: 8, bf16: true)
+        let before = rounded.logits(hidden: hidden, heads: 3)
+        XCTAssertTrue(rounded.streamMatricesAsBF16())
+        XCTAssertLessThan(rounded.weightBytes, medusa.weightBytes)
+        let after = rounded.logits(hidden: hidden, heads: 3)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: after.data, count: after.count)).map(\.bitPattern),
+                       Array(UnsafeBufferPointer(start: before.data, count: before.count)).map(\.bitPattern))
+        XCTAssertFalse(medusa.streamMatricesAsBF16(), "values that are not BF16 keep no copy")
     }
 
     func testTopKReturnsTheLargestFirst() {

@@ -180,8 +180,8 @@ extension ServerConfig {
     }
 
     static func decodeMedusa(_ v: JSONValue, at path: String) throws(JSONFieldError) -> SpeculationConfig.Medusa {
-        let r = try JSONObjectReader(v, at: path, keys: ["tree", "sizes", "posterior_threshold", "posterior_alpha", "acceptance"],
-                                     nullIsAbsent: false)
+        let r = try JSONObjectReader(v, at: path, keys: ["tree", "sizes", "posterior_threshold", "posterior_alpha", "acceptance",
+                                                         "vocabulary"], nullIsAbsent: false)
         var m = SpeculationConfig.Medusa()
         if let tree = r.value("tree") {
             let p = r.path("tree")
@@ -212,6 +212,7 @@ extension ServerConfig {
         m.posteriorAlpha = try r.double("posterior_alpha", default: m.posteriorAlpha, in: 0...1)
         let acceptance = try r.choice("acceptance", default: m.acceptance.rawValue, of: ["typical", "rejection"])
         m.acceptance = SpeculationConfig.Medusa.Acceptance(rawValue: acceptance)!
+        m.vocabulary = try draftVocabulary(r)
         return m
     }
 

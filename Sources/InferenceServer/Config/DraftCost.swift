@@ -52,7 +52,8 @@ public enum DraftCost {
             guard let heads = family.medusa, let tree = medusaTree else { return 0 }
             let hidden = [Float](repeating: 0.1, count: family.target.config.hiddenSize)
             let depth = max(tree.maxDepth, 1)
-            return medianStep { { _ = heads.logits(hidden: hidden, heads: depth) } } / target / Double(depth)
+            let vocabulary = family.medusaVocabulary
+            return medianStep { { _ = heads.logits(hidden: hidden, heads: depth, vocabulary: vocabulary) } } / target / Double(depth)
         }
     }
 

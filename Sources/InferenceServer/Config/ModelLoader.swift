@@ -25,7 +25,8 @@ public enum ModelLoader {
             let inDraft = draftURL.map { message.contains($0.path) && !message.contains("the target") } ?? false
             throw fail(inDraft ? "\(key).speculation.draft.path" : "\(key).path", message)
         }
-        for (method, size) in [(SpeculativeMethod.draft, entry.speculation.draft.vocabulary), (.mtp, entry.speculation.mtp.vocabulary)] {
+        for (method, size) in [(SpeculativeMethod.draft, entry.speculation.draft.vocabulary), (.mtp, entry.speculation.mtp.vocabulary),
+                               (.medusa, entry.speculation.medusa.vocabulary)] {
             do { try family.useVocabularySubset(size, for: method) } catch {
                 throw fail("\(key).speculation.\(method.rawValue).vocabulary", "\(error)")
             }
@@ -45,8 +46,8 @@ public enum ModelLoader {
         if let draft = family.draft { parts.append(String(format: "draft %@ %.1f MB", entry.speculation.draft.path ?? "", Double(draft.weightBytes) / 1e6)) }
         if let medusa = family.medusa { parts.append(String(format: "%d Medusa heads (%.1f MB)", medusa.count, Double(medusa.weightBytes) / 1e6)) }
         if let mtp = family.mtp { parts.append(String(format: "MTP module (%.1f MB)", Double(mtp.weightBytes) / 1e6)) }
-        for (name, subset) in [("draft", family.draftVocabulary), ("mtp", family.mtpVocabulary)] {
-            if let subset { parts.append(String(format: "%@ drafts from the %d most frequent tokens (%.1f MB head)", name, subset.ids.count, Double(subset.byteCount) / 1e6)) }
+        for (name, subset) in family.vocabularySubsets {
+            parts.append(String(format: "%@ drafts from the %d most frequent tokens (%.1f MB head)", name, subset.ids.count, Double(subset.byteCount) / 1e6))
         }
         log("loaded \(entry.id) from \(targetURL.path): " + parts.joined(separator: ", ")
             + String(format: "; context %d; methods %@; %.2f s", family.target.config.maxPositionEmbeddings,

@@ -160,6 +160,8 @@ public struct SpeculationConfig: Sendable, Equatable {
         public var posteriorThreshold = 0.09
         public var posteriorAlpha = 0.3
         public var acceptance = Acceptance.typical
+        /// Score only this many most frequent tokens when drafting (v2 heads; token_frequency.json); nil: every token.
+        public var vocabulary: Int?
         public init() {}
 
         public var options: MedusaOptions {

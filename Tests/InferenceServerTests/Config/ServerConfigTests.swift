@@ -41,6 +41,7 @@ final class ServerConfigTests: XCTestCase {
         expected.models[0].speculation.defaultMethod = .draft
         expected.models[0].speculation.draft.vocabulary = 2048
         expected.models[0].speculation.mtp.vocabulary = 2048
+        expected.models[0].speculation.medusa.vocabulary = 2048
         XCTAssertEqual(shipped, expected)
 
         // And every key of each section is present in the file.
@@ -124,6 +125,7 @@ final class ServerConfigTests: XCTestCase {
         XCTAssertEqual(error(model(#"{"mtp": {"vocabulary": 0}}"#))?.description,
                        "test.json: models[0].speculation.mtp.vocabulary: 0 is out of range (must be in 1...16777216)")
         XCTAssertEqual(error(model(#"{"draft": {"vocabulary": "all"}}"#))?.path, "models[0].speculation.draft.vocabulary")
+        XCTAssertEqual(error(model(#"{"medusa": {"vocabulary": -3}}"#))?.path, "models[0].speculation.medusa.vocabulary")
         XCTAssertEqual(error(#"{"server": {"port": 70000}, "models": []}"#)?.path, "server.port")
         XCTAssertEqual(error(#"{"models": [{"id": "m", "path": "p", "dtype": "f16"}]}"#)?.path, "models[0].dtype")
         XCTAssertEqual(error(#"{"models": [{"id": "m", "path": "p"}, {"id": "m", "path": "q"}]}"#)?.description,
@@ -141,7 +143,7 @@ final class ServerConfigTests: XCTestCase {
         {"server": {"host": "0.0.0.0", "port": 0, "api_key_env": "KEY", "timeouts": {"head": 1.5}},
          "engine": {"threads": 2, "max_queue": 3, "max_context": 512},
          "models": [{"id": "m", "path": "/abs/m", "speculation": {"default_method": "medusa", "auto_disable": {"retry_after": 0}, "draft": {"path": null, "num_tokens": 7, "vocabulary": 2048},
-                     "medusa": {"tree": [[0], [0, 0], [1]], "sizes": [4, 8]}, "mtp": {"num_tokens": 2, "vocabulary": null}}}]}
+                     "medusa": {"tree": [[0], [0, 0], [1]], "sizes": [4, 8], "vocabulary": 512}, "mtp": {"num_tokens": 2, "vocabulary": null}}}]}
         """)
         XCTAssertEqual(config.server.host, "0.0.0.0")
         XCTAssertEqual(config.server.apiKeyEnv, "KEY")
@@ -154,6 +156,7 @@ final class ServerConfigTests: XCTestCase {
         XCTAssertNil(s.draft.path)
         XCTAssertEqual(s.medusa.tree, .choices([[0], [0, 0], [1]]))
         XCTAssertEqual(s.medusa.options.choices, [[0], [0, 0], [1]])
+        XCTAssertEqual(s.medusa.vocabulary, 512)
         XCTAssertEqual(s.numTokens(for: .draft), 7)
         XCTAssertEqual(s.numTokens(for: .mtp), 2)
         XCTAssertEqual(s.numTokens(for: .ngram), SpeculationSettings.defaultNumDraft)
