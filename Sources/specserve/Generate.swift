@@ -107,7 +107,7 @@ func loadFamily(_ path: String, draft: String?, threads: Int?, vocabulary: Draft
         try weights.apply(to: family.target, path: path)
         for (method, option) in [(SpeculativeMethod.draft, vocabulary.draftVocabulary), (.mtp, vocabulary.mtpVocabulary),
                                  (.medusa, vocabulary.medusaVocabulary)] {
-            do { try family.useVocabularySubset(vocabulary.size(option, family), for: method) } catch {
+            do { try family.useVocabularySubset(vocabulary.size(option, family, for: method), for: method) } catch {
                 throw CLIError("--\(method.rawValue)-vocabulary: \(error)")
             }
         }
@@ -150,11 +150,16 @@ struct DraftVocabularyOptions: ParsableArguments {
     var draftVocabulary: Int?
     @Option(name: .customLong("mtp-vocabulary"), help: "The MTP module scores only this many most frequent tokens (0: all; default as --draft-vocabulary).")
     var mtpVocabulary: Int?
-    @Option(name: .customLong("medusa-vocabulary"), help: "Medusa heads (layout v2) score only this many most frequent tokens (0: all; default as --draft-vocabulary).")
+    @Option(name: .customLong("medusa-vocabulary"), help: "Medusa heads of layout v2 score only this many most frequent tokens (0: all; default as --draft-vocabulary; v1 heads score all).")
     var medusaVocabulary: Int?
 
-    func size(_ option: Int?, _ family: ModelFamily) -> Int? {
-        guard let option else { return family.tokenCounts == nil ? nil : min(Self.defaultSize, family.target.config.vocabSize) }
+    /// The subset size for `method`: the option as given, or by default 2,048 where the folder ranks its tokens
+    /// (and, for Medusa, the heads share the lm_head: v1 heads score every token unless asked otherwise).
+    func size(_ option: Int?, _ family: ModelFamily, for method: SpeculativeMethod) -> Int? {
+        guard let option else {
+            if method == .medusa, let heads = family.medusa, heads.layout != .v2SharedHead { return nil }
+            return family.tokenCounts == nil ? nil : min(Self.defaultSize, family.target.config.vocabSize)
+        }
         return option == 0 ? nil : option
     }
 }

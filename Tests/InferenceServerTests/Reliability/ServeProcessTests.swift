@@ -221,11 +221,12 @@ final class DraftVocabularyFlagTests: XCTestCase {
     func testTheCLIDraftsFromTheFrequentTokensByDefaultAndAllOfThemWithZero() throws {
         let byDefault = try runSpecserve(generate)
         XCTAssertEqual(byDefault.status, 0, byDefault.errors)
-        XCTAssertTrue(byDefault.errors.contains("draft drafts from the 2048 most frequent tokens, mtp drafts from the 2048 most frequent tokens"),
-                      byDefault.errors)
-        let all = try runSpecserve(generate + ["--draft-vocabulary", "0", "--mtp-vocabulary", "1024"])
+        XCTAssertTrue(byDefault.errors.contains("draft drafts from the 2048 most frequent tokens, mtp drafts from the 2048 most frequent tokens, "
+                                                + "medusa drafts from the 2048 most frequent tokens"), byDefault.errors)
+        let all = try runSpecserve(generate + ["--draft-vocabulary", "0", "--mtp-vocabulary", "1024", "--medusa-vocabulary", "0"])
         XCTAssertEqual(all.status, 0, all.errors)
         XCTAssertFalse(all.errors.contains("draft drafts from"), all.errors)
+        XCTAssertFalse(all.errors.contains("medusa drafts from"), all.errors)
         XCTAssertTrue(all.errors.contains("mtp drafts from the 1024 most frequent tokens"), all.errors)
     }
 
