@@ -328,26 +328,14 @@ private func accumulateSixteenShared(
     _ acc: UnsafeMutablePointer<Float>, weights: UnsafePointer<Float>, count n: Int,
     values: UnsafePointer<UnsafePointer<Float>>, from x: Int
 ) {
-    let l = attentionLanes
-    var a0 = load16(acc), a1 = load16(acc + l), a2 = load16(acc + 2 * l), a3 = load16(acc + 3 * l)
-    var a4 = load16(acc + 4 * l), a5 = load16(acc + 5 * l), a6 = load16(acc + 6 * l), a7 = load16(acc + 7 * l)
-    var a8 = load16(acc + 8 * l), a9 = load16(acc + 9 * l), a10 = load16(acc + 10 * l), a11 = load16(acc + 11 * l)
-    var a12 = load16(acc + 12 * l), a13 = load16(acc + 13 * l), a14 = load16(acc + 14 * l), a15 = load16(acc + 15 * l)
+    var low = AccumulatorRows(acc), high = AccumulatorRows(acc + 8 * attentionLanes)
     for j in 0..<n {
-        let p = load16(weights + j * l), v = values[j] + x
-        a0 = a0.addingProduct(p, SIMD16(repeating: v[0])); a1 = a1.addingProduct(p, SIMD16(repeating: v[1]))
-        a2 = a2.addingProduct(p, SIMD16(repeating: v[2])); a3 = a3.addingProduct(p, SIMD16(repeating: v[3]))
-        a4 = a4.addingProduct(p, SIMD16(repeating: v[4])); a5 = a5.addingProduct(p, SIMD16(repeating: v[5]))
-        a6 = a6.addingProduct(p, SIMD16(repeating: v[6])); a7 = a7.addingProduct(p, SIMD16(repeating: v[7]))
-        a8 = a8.addingProduct(p, SIMD16(repeating: v[8])); a9 = a9.addingProduct(p, SIMD16(repeating: v[9]))
-        a10 = a10.addingProduct(p, SIMD16(repeating: v[10])); a11 = a11.addingProduct(p, SIMD16(repeating: v[11]))
-        a12 = a12.addingProduct(p, SIMD16(repeating: v[12])); a13 = a13.addingProduct(p, SIMD16(repeating: v[13]))
-        a14 = a14.addingProduct(p, SIMD16(repeating: v[14])); a15 = a15.addingProduct(p, SIMD16(repeating: v[15]))
+        let p = load16(weights + j * attentionLanes), v = values[j] + x
+        low.add(p, v)
+        high.add(p, v + 8)
     }
-    store16(a0, acc); store16(a1, acc + l); store16(a2, acc + 2 * l); store16(a3, acc + 3 * l)
-    store16(a4, acc + 4 * l); store16(a5, acc + 5 * l); store16(a6, acc + 6 * l); store16(a7, acc + 7 * l)
-    store16(a8, acc + 8 * l); store16(a9, acc + 9 * l); store16(a10, acc + 10 * l); store16(a11, acc + 11 * l)
-    store16(a12, acc + 12 * l); store16(a13, acc + 13 * l); store16(a14, acc + 14 * l); store16(a15, acc + 15 * l)
+    low.store(acc)
+    high.store(acc + 8 * attentionLanes)
 }
 
 /// acc[x] += p_j · v_j[x] for eight dimensions starting at `from`, positions j in order, the eight accumulator
@@ -358,24 +346,40 @@ private func accumulateEight(
     _ acc: UnsafeMutablePointer<Float>, weights: UnsafePointer<Float>, count n: Int,
     values: UnsafePointer<UnsafePointer<Float>?>, from x: Int, perLane: (Int) -> Void
 ) {
-    let l = attentionLanes
-    var a0 = load16(acc), a1 = load16(acc + l), a2 = load16(acc + 2 * l), a3 = load16(acc + 3 * l)
-    var a4 = load16(acc + 4 * l), a5 = load16(acc + 5 * l), a6 = load16(acc + 6 * l), a7 = load16(acc + 7 * l)
+    var rows = AccumulatorRows(acc)
     for j in 0..<n {
         guard let v = values[j].map({ $0 + x }) else {
-            store16(a0, acc); store16(a1, acc + l); store16(a2, acc + 2 * l); store16(a3, acc + 3 * l)
-            store16(a4, acc + 4 * l); store16(a5, acc + 5 * l); store16(a6, acc + 6 * l); store16(a7, acc + 7 * l)
+            rows.store(acc)
             perLane(j)
-            a0 = load16(acc); a1 = load16(acc + l); a2 = load16(acc + 2 * l); a3 = load16(acc + 3 * l)
-            a4 = load16(acc + 4 * l); a5 = load16(acc + 5 * l); a6 = load16(acc + 6 * l); a7 = load16(acc + 7 * l)
+            rows = AccumulatorRows(acc)
             continue
         }
-        let p = load16(weights + j * l)
+        rows.add(load16(weights + j * attentionLanes), v)
+    }
+    rows.store(acc)
+}
+
+/// Eight rows of the lane layout's accumulator (eight dimensions × 16 lanes) held in registers.
+private struct AccumulatorRows {
+    var a0, a1, a2, a3, a4, a5, a6, a7: SIMD16<Float>
+
+    @inline(__always) init(_ acc: UnsafePointer<Float>) {
+        let l = attentionLanes
+        a0 = load16(acc); a1 = load16(acc + l); a2 = load16(acc + 2 * l); a3 = load16(acc + 3 * l)
+        a4 = load16(acc + 4 * l); a5 = load16(acc + 5 * l); a6 = load16(acc + 6 * l); a7 = load16(acc + 7 * l)
+    }
+
+    @inline(__always) func store(_ acc: UnsafeMutablePointer<Float>) {
+        let l = attentionLanes
+        store16(a0, acc); store16(a1, acc + l); store16(a2, acc + 2 * l); store16(a3, acc + 3 * l)
+        store16(a4, acc + 4 * l); store16(a5, acc + 5 * l); store16(a6, acc + 6 * l); store16(a7, acc + 7 * l)
+    }
+
+    /// Row d += p · v[d], one FMA each.
+    @inline(__always) mutating func add(_ p: SIMD16<Float>, _ v: UnsafePointer<Float>) {
         a0 = a0.addingProduct(p, SIMD16(repeating: v[0])); a1 = a1.addingProduct(p, SIMD16(repeating: v[1]))
         a2 = a2.addingProduct(p, SIMD16(repeating: v[2])); a3 = a3.addingProduct(p, SIMD16(repeating: v[3]))
         a4 = a4.addingProduct(p, SIMD16(repeating: v[4])); a5 = a5.addingProduct(p, SIMD16(repeating: v[5]))
         a6 = a6.addingProduct(p, SIMD16(repeating: v[6])); a7 = a7.addingProduct(p, SIMD16(repeating: v[7]))
     }
-    store16(a0, acc); store16(a1, acc + l); store16(a2, acc + 2 * l); store16(a3, acc + 3 * l)
-    store16(a4, acc + 4 * l); store16(a5, acc + 5 * l); store16(a6, acc + 6 * l); store16(a7, acc + 7 * l)
 }
