@@ -168,11 +168,12 @@ func attendLanes(
         // per-lane path for the positions that differ.
         var x0 = 0
         if d % 16 == 0 && (0..<n).allSatisfy({ sharedValues[$0] != nil }) {
-            // No nil among them, so the optional pointers are plain pointers (same layout).
-            let values = UnsafeRawPointer(sharedValues).assumingMemoryBound(to: UnsafePointer<Float>.self)
-            while x0 < d {
-                accumulateSixteenShared(acc + x0 * attentionLanes, weights: scores, count: n, values: values, from: x0)
-                x0 += 16
+            // No nil among them, so the optional pointers can be read as plain pointers (same layout).
+            sharedValues.withMemoryRebound(to: UnsafePointer<Float>.self, capacity: n) { values in
+                while x0 < d {
+                    accumulateSixteenShared(acc + x0 * attentionLanes, weights: scores, count: n, values: values, from: x0)
+                    x0 += 16
+                }
             }
         }
         while x0 < d {

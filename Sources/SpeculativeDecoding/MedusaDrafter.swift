@@ -18,6 +18,7 @@ public final class MedusaDrafter: Drafter {
     public init(heads: MedusaHeads, tree: MedusaTree, typical: (threshold: Float, alpha: Float)? = (0.09, 0.3),
                 vocabulary: VocabularySubset? = nil) {
         precondition(tree.maxDepth <= heads.count, "the tree is deeper than the heads")
+        precondition(vocabulary == nil || heads.layout == .v2SharedHead, "a vocabulary subset of the lm_head serves v2 heads only")
         self.heads = heads
         self.tree = tree
         self.typical = typical
@@ -42,12 +43,15 @@ public final class MedusaDrafter: Drafter {
         let depth = min(tree.maxDepth, limit, heads.target.config.maxPositionEmbeddings - tokens.count)
         guard depth > 0, !lastHidden.isEmpty else { return DraftTree() }
         let logits = heads.logits(hidden: lastHidden, heads: depth, vocabulary: vocabulary)
+        // A subset smaller than a head's widest rank leaves the ranks beyond it (and the nodes under them) out.
+        let scored = vocabulary?.ids.count ?? logits.columns
         let top = (0..<depth).map { h in
-            topK(UnsafeBufferPointer(start: logits.row(h), count: logits.columns), tree.ranksPerHead[h])
+            topK(UnsafeBufferPointer(start: logits.row(h), count: logits.columns), min(tree.ranksPerHead[h], scored))
         }
         var draft = DraftTree()
         var mapped = [Int](repeating: -1, count: tree.nodes.count)
-        for (i, node) in tree.nodes.enumerated() where node.depth < depth {
+        for (i, node) in tree.nodes.enumerated() where node.depth < depth && node.rank < top[node.depth].count {
+            if node.parent >= 0 && mapped[node.parent] < 0 { continue }
             mapped[i] = draft.add(token: top[node.depth][node.rank], parent: node.parent < 0 ? -1 : mapped[node.parent])
         }
         return draft

@@ -145,7 +145,7 @@ public final class ModelFamily {
         case .draft: lmHead = draft?.lmHead
         case .mtp: lmHead = mtp == nil ? nil : target.lmHead
         case .medusa:
-            if n != nil, let medusa, medusa.layout != .v2SharedHead {
+            if let n, n != target.lmHead.rows, let medusa, medusa.layout != .v2SharedHead {
                 throw SpeculativeSetupError("the Medusa heads in \(targetDirectory.path) have projections of their own (layout v1); "
                                             + "a vocabulary subset is one of the shared lm_head (layout v2)")
             }

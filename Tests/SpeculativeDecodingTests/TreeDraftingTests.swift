@@ -155,6 +155,7 @@ final class MedusaTests: XCTestCase {
         let plain = Generation(target: target, prompt: prompt, maxTokens: 30)
         plain.run()
         let kept = Array(stride(from: 1, to: 96, by: 3))
+        XCTAssertTrue(plain.generated.contains { !kept.contains($0) }, "the subset must drop tokens plain decoding emits")
         let subset = VocabularySubset(lmHead: target.lmHead, ids: kept)
         let medusa = heads(count: 3, seed: 8)
         let drafter = MedusaDrafter(heads: medusa, tree: tree, vocabulary: subset)
@@ -167,6 +168,14 @@ final class MedusaTests: XCTestCase {
         let proposed = drafter.propose(tokens: prompt, limit: 3, sampling: SamplingParameters(), rng: &rng)
         XCTAssertFalse(proposed.tokens.isEmpty)
         XCTAssertTrue(proposed.tokens.allSatisfy { kept.contains($0) }, "\(proposed.tokens)")
+        // A subset narrower than the tree's widest rank (2 here) drops the ranks it cannot fill and their subtrees.
+        let narrow = MedusaDrafter(heads: medusa, tree: tree, vocabulary: VocabularySubset(lmHead: target.lmHead, ids: [kept[0]]))
+        let withNarrow = Generation(target: target, prompt: prompt, maxTokens: 30, drafter: narrow,
+                                    settings: SpeculationSettings(numDraft: 3, autoDisable: false))
+        withNarrow.run()
+        XCTAssertEqual(Array(withNarrow.generated), Array(plain.generated))
+        let thin = narrow.propose(tokens: prompt, limit: 3, sampling: SamplingParameters(), rng: &rng)
+        XCTAssertEqual(thin.tokens, [kept[0], kept[0], kept[0]])
 
         let hidden = (0..<target.config.hiddenSize).map { Float($0 % 7) * 0.2 - 0.6 }
         let full = medusa.logits(hidden: hidden, heads: 3)
