@@ -161,6 +161,17 @@ public final class ModelFamily {
         }
     }
 
+    /// The subset size `method` drafts from when nobody chose one (the CLI's default, as config/default.json writes
+    /// it): 2,048 tokens, or the whole vocabulary if smaller; every token (nil) when the folder does not rank its
+    /// tokens, and for Medusa heads with projections of their own (v1), which a subset of the lm_head cannot serve.
+    public func defaultVocabularySubsetSize(for method: SpeculativeMethod) -> Int? {
+        if method == .medusa, let medusa, medusa.layout != .v2SharedHead { return nil }
+        return tokenCounts == nil ? nil : min(ModelFamily.defaultVocabularySubsetSize, target.config.vocabSize)
+    }
+
+    /// 2,048: the size config/default.json gives every drafter that drafts through an lm_head.
+    public static let defaultVocabularySubsetSize = 2048
+
     /// The drafters' vocabulary subsets by method name, for load lines.
     public var vocabularySubsets: [(method: String, subset: VocabularySubset)] {
         [("draft", draftVocabulary), ("mtp", mtpVocabulary), ("medusa", medusaVocabulary)].compactMap { name, subset in

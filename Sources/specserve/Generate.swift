@@ -143,9 +143,9 @@ struct WeightStreamingOption: ParsableArguments {
 }
 
 /// Drafting with the most frequent tokens only (frequency-ranked drafting; needs token_frequency.json in the folder).
-/// The default is the shipped config's: 2,048 tokens when the folder ranks them, else every token.
+/// The default is the shipped config's: 2,048 tokens when the folder ranks them, else every token
+/// (`ModelFamily.defaultVocabularySubsetSize(for:)`).
 struct DraftVocabularyOptions: ParsableArguments {
-    static let defaultSize = 2048
     @Option(name: .customLong("draft-vocabulary"), help: "The draft model scores only this many most frequent tokens (0: all; default 2048 when the model folder has token_frequency.json).")
     var draftVocabulary: Int?
     @Option(name: .customLong("mtp-vocabulary"), help: "The MTP module scores only this many most frequent tokens (0: all; default as --draft-vocabulary).")
@@ -153,13 +153,9 @@ struct DraftVocabularyOptions: ParsableArguments {
     @Option(name: .customLong("medusa-vocabulary"), help: "Medusa heads of layout v2 score only this many most frequent tokens (0: all; default as --draft-vocabulary; v1 heads score all).")
     var medusaVocabulary: Int?
 
-    /// The subset size for `method`: the option as given, or by default 2,048 where the folder ranks its tokens
-    /// (and, for Medusa, the heads share the lm_head: v1 heads score every token unless asked otherwise).
+    /// The subset size for `method`: the option as given (0: every token), or the family's default.
     func size(_ option: Int?, _ family: ModelFamily, for method: SpeculativeMethod) -> Int? {
-        guard let option else {
-            if method == .medusa, let heads = family.medusa, heads.layout != .v2SharedHead { return nil }
-            return family.tokenCounts == nil ? nil : min(Self.defaultSize, family.target.config.vocabSize)
-        }
+        guard let option else { return family.defaultVocabularySubsetSize(for: method) }
         return option == 0 ? nil : option
     }
 }

@@ -63,6 +63,8 @@ final class DraftVocabularyTests: XCTestCase {
         XCTAssertEqual(v2.medusaVocabulary?.ids, Array((86..<96).reversed()))
         XCTAssertEqual((try v2.makeDrafter(.medusa) as? MedusaDrafter)?.vocabulary?.ids.count, 10)
         XCTAssertEqual(v2.vocabularySubsets.map(\.method), ["medusa"])
+        // Unasked, every drafter takes 2,048 tokens or the whole (smaller) vocabulary, except v1 heads.
+        XCTAssertEqual([SpeculativeMethod.draft, .mtp, .medusa].map { v2.defaultVocabularySubsetSize(for: $0) }, [96, 96, 96])
         let v1 = try family(counts: #"{"counts": \#(Array(0..<96))}"#,
                             medusa: MedusaHeads(target: target, layout: .v1OwnProjection, blocks: blocks,
                                                 projections: [Tensor(shape: [96, h]), Tensor(shape: [96, h])]))
@@ -73,6 +75,9 @@ final class DraftVocabularyTests: XCTestCase {
         try v1.useVocabularySubset(nil, for: .medusa)
         try v1.useVocabularySubset(96, for: .medusa)
         XCTAssertNil(v1.medusaVocabulary)
+        XCTAssertNil(v1.defaultVocabularySubsetSize(for: .medusa))
+        XCTAssertEqual(v1.defaultVocabularySubsetSize(for: .draft), 96)
+        XCTAssertNil(try family(counts: nil).defaultVocabularySubsetSize(for: .draft), "no token counts: every token")
     }
 
     private func family(counts json: String?, medusa: MedusaHeads? = nil) throws -> ModelFamily {
