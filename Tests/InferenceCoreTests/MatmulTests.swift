@@ -16,9 +16,10 @@ final class MatmulTests: XCTestCase {
     }
 
     func testEveryPathMatchesTheNaiveProductIncludingRaggedShapes() {
-        // K and N that are not multiples of the vector width or the 4- and 2-output tiles exercise every tail;
-        // M from 1 to 25 covers every kernel (4-row tiles up to 6 rows, 2-row tiles beyond) and 1–3 blocks of rows.
-        for (m, n, k) in [(1, 64, 384), (3, 37, 53), (5, 130, 1024), (6, 22, 384), (8, 37, 53), (12, 18, 1024),
+        // K and N that are not multiples of the vector width or the 4-, 3- and 2-output tiles exercise every tail;
+        // M from 1 to 25 covers every kernel (4-row tiles up to 6 rows, 3-row tiles at 7, 2-row tiles beyond) and
+        // 1–3 blocks of rows.
+        for (m, n, k) in [(1, 64, 384), (3, 37, 53), (5, 130, 1024), (6, 22, 384), (7, 41, 384), (7, 20, 53), (8, 37, 53), (12, 18, 1024),
                           (16, 8, 16), (17, 33, 100), (25, 9, 70)] {
             let a = randomVector(m * k, seed: UInt64(m * 1000 + k))
             let wValues = randomVector(n * k, seed: UInt64(n * 7 + k))
