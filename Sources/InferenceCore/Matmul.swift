@@ -255,6 +255,7 @@ private func kernel2xH<H: BlockHeight, E: StreamedWeight>(
     c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
     let rows = H.rows
+    precondition(rows >= 6, "2-row tiles take blocks of 6 to 12 rows")
     let a0 = a
     let a1 = a + min(1, rows - 1) * k
     let a2 = a + min(2, rows - 1) * k
@@ -302,12 +303,10 @@ private func kernel2xH<H: BlockHeight, E: StreamedWeight>(
         if rows > 11 { let y = load(a11 + p); c11_0 = c11_0.addingProduct(y, x0); c11_1 = c11_1.addingProduct(y, x1) }
         p &+= vecWidth
     }
-    if rows == 1 { store2(c, a0, k: k, kv: kv, w: w, c0_0, c0_1) }
-    if rows > 1 { store2x2(c, ldc: ldc, a0, a1, k: k, kv: kv, w: w, c0_0, c0_1, c1_0, c1_1) }
-    if rows == 3 { store2(c + 2 * ldc, a2, k: k, kv: kv, w: w, c2_0, c2_1) }
-    if rows > 3 { store2x2(c + 2 * ldc, ldc: ldc, a2, a3, k: k, kv: kv, w: w, c2_0, c2_1, c3_0, c3_1) }
-    if rows == 5 { store2(c + 4 * ldc, a4, k: k, kv: kv, w: w, c4_0, c4_1) }
-    if rows > 5 { store2x2(c + 4 * ldc, ldc: ldc, a4, a5, k: k, kv: kv, w: w, c4_0, c4_1, c5_0, c5_1) }
+    // Rows in pairs (blocks are 6...12 high, so the first three pairs are always whole), an odd last row alone.
+    store2x2(c, ldc: ldc, a0, a1, k: k, kv: kv, w: w, c0_0, c0_1, c1_0, c1_1)
+    store2x2(c + 2 * ldc, ldc: ldc, a2, a3, k: k, kv: kv, w: w, c2_0, c2_1, c3_0, c3_1)
+    store2x2(c + 4 * ldc, ldc: ldc, a4, a5, k: k, kv: kv, w: w, c4_0, c4_1, c5_0, c5_1)
     if rows == 7 { store2(c + 6 * ldc, a6, k: k, kv: kv, w: w, c6_0, c6_1) }
     if rows > 7 { store2x2(c + 6 * ldc, ldc: ldc, a6, a7, k: k, kv: kv, w: w, c6_0, c6_1, c7_0, c7_1) }
     if rows == 9 { store2(c + 8 * ldc, a8, k: k, kv: kv, w: w, c8_0, c8_1) }
