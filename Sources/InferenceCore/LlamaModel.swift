@@ -82,7 +82,8 @@ public final class LlamaModel {
         }
         let scratch = TransformerBlock.Scratch(rows: m, config: config)
         for (l, block) in layers.enumerated() {
-            block.apply(x, rows: rows, cacheLayer: l, segments: segments, rope: rope, scratch: scratch, pool: pool)
+            block.apply(x, rows: rows, cacheLayer: l, segments: segments, rope: rope, scratch: scratch, pool: pool,
+                        next: l + 1 < layers.count ? layers[l + 1].qkv : lmHead)
         }
 
         // Final norm, then the lm_head for the rows that want logits.
@@ -94,7 +95,7 @@ public final class LlamaModel {
         let headPath: MatmulPath = allPrompt && wanted.count >= blasMinimumRows ? .blas : .streaming
         if wanted.count == m {
             // Every row (decode, verify, trees): straight into the output, no gather and copy.
-            matmul(hidden.data, rows: m, weight: lmHead, into: logits.data, path: headPath, pool: pool)
+            matmul(hidden.data, rows: m, weight: lmHead, into: logits.data, path: headPath, pool: pool, next: layers.first?.qkv)
         } else if !wanted.isEmpty {
             let gathered = Tensor(shape: [wanted.count, h])
             for (i, r) in wanted.enumerated() { gathered.row(i).update(from: hidden.row(r), count: h) }

@@ -52,10 +52,11 @@ public final class TransformerBlock: @unchecked Sendable {
     }
 
     /// Applies the block to the residual stream `x` `[M, H]` in place, writing each row's K/V into layer
-    /// `cacheLayer` of its cache at its slot, and attending as each row's visibility says.
+    /// `cacheLayer` of its cache at its slot, and attending as each row's visibility says. `next` is the weight
+    /// the forward reads after this block (the pool's threads read ahead into it while they wait).
     public func apply(
         _ x: Tensor, rows: [Row], cacheLayer l: Int, segments: [MatmulSegment], rope: RotaryEmbedding,
-        scratch s: Scratch, pool: WorkerPool
+        scratch s: Scratch, pool: WorkerPool, next: Tensor? = nil
     ) {
         let m = rows.count, h = config.hiddenSize, d = config.headDim
         let qDim = config.numAttentionHeads * d, kvDim = config.numKeyValueHeads * d, inter = config.intermediateSize
@@ -63,7 +64,7 @@ public final class TransformerBlock: @unchecked Sendable {
 
         // Attention: project, rotate, store K/V in the cache, attend, project back.
         rmsNorm(x.data, weight: inputNorm.data, epsilon: config.rmsNormEps, rows: m, dim: h, into: s.xn.data)
-        linear(s.xn.data, qkv, s.qkv.data, segments, pool)
+        linear(s.xn.data, qkv, s.qkv.data, segments, pool, next: o)
         for (r, row) in rows.enumerated() {
             let src = s.qkv.row(r)
             s.q.row(r).update(from: src, count: qDim)
@@ -74,30 +75,30 @@ public final class TransformerBlock: @unchecked Sendable {
             row.cache.value(layer: l, slot: row.slot).update(from: src + qDim + kvDim, count: kvDim)
         }
         tiledAttention(q: s.q.data, rows: rows, layer: l, shape: shape, out: s.attn.data, pool: pool)
-        linear(s.attn.data, o, s.projected.data, segments, pool)
+        linear(s.attn.data, o, s.projected.data, segments, pool, next: gateUp)
         addInPlace(x.data, s.projected.data, m * h)
 
         // MLP.
         rmsNorm(x.data, weight: postAttentionNorm.data, epsilon: config.rmsNormEps, rows: m, dim: h, into: s.xn.data)
-        linear(s.xn.data, gateUp, s.gateUp.data, segments, pool)
+        linear(s.xn.data, gateUp, s.gateUp.data, segments, pool, next: down)
         for r in 0..<m {
             let g = s.gateUp.row(r)
             swiGLU(gate: g, up: g + inter, count: inter)
             s.activated.row(r).update(from: g, count: inter)
         }
-        linear(s.activated.data, down, s.projected.data, segments, pool)
+        linear(s.activated.data, down, s.projected.data, segments, pool, next: next)
         addInPlace(x.data, s.projected.data, m * h)
     }
 }
 
-/// C = A · Wᵀ segment by segment, each with its own path.
+/// C = A · Wᵀ segment by segment, each with its own path; `next` is the weight read after it (see `matmul`).
 func linear(
     _ a: UnsafePointer<Float>, _ weight: Tensor, _ c: UnsafeMutablePointer<Float>, _ segments: [MatmulSegment],
-    _ pool: WorkerPool
+    _ pool: WorkerPool, next: Tensor?
 ) {
     let k = weight.columns, n = weight.rows
     for segment in segments {
         matmul(a + segment.range.lowerBound * k, rows: segment.range.count, weight: weight,
-               into: c + segment.range.lowerBound * n, path: segment.path, pool: pool)
+               into: c + segment.range.lowerBound * n, path: segment.path, pool: pool, next: next)
     }
 }

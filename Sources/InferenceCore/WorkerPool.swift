@@ -25,6 +25,9 @@ public final class WorkerPool: @unchecked Sendable {
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     /// The current job; only read by workers between `generation` increment and `remaining` reaching 0.
     nonisolated(unsafe) private var job: ((Int) -> Void)?
+    /// Per thread, the memory it reads into the cache while it waits (`run(_:thenPrefetch:)`): start and end.
+    private let idleRegions: UnsafeMutablePointer<IdleRegion>
+    nonisolated(unsafe) private var planCount = 0
     private var threads: [Thread] = []
     /// How long a worker spins for the next job before it sleeps. Long enough to cover the gaps between the
     /// kernels of one forward; short enough not to steal the core from OpenBLAS or other work for long.
@@ -40,6 +43,8 @@ public final class WorkerPool: @unchecked Sendable {
         self.threadCount = max(1, threadCount)
         mutex = .allocate(capacity: 1)
         condition = .allocate(capacity: 1)
+        idleRegions = .allocate(capacity: self.threadCount)
+        idleRegions.initialize(repeating: IdleRegion(), count: self.threadCount)
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(condition, nil)
         for index in 1..<self.threadCount {
@@ -59,15 +64,29 @@ public final class WorkerPool: @unchecked Sendable {
         pthread_mutex_destroy(mutex)
         condition.deallocate()
         mutex.deallocate()
+        idleRegions.deallocate()
     }
 
     /// Runs `body(i)` for every `i` in `0..<threadCount`, one call per thread, and returns when all are done.
     /// Callers on different threads take turns (the pool has one job slot): the engine thread is the only
     /// regular caller, but a test or a calibration running beside it must not corrupt its jobs.
-    public func run(_ body: (Int) -> Void) {
+    ///
+    /// `thenPrefetch(i)`, when given, names memory thread `i` will read next (its share of the next weight): a
+    /// thread that finishes its part early, and a worker until its next job, reads it into the cache a few lines
+    /// at a time, so the memory keeps streaming through the joins, the row-by-row work and attention instead of
+    /// idling. It is only a hint: prefetches never fault and change no result. A job without one leaves the
+    /// workers on their previous region.
+    public func run(_ body: (Int) -> Void, thenPrefetch: ((Int) -> IdleRegion)? = nil) {
         if threadCount == 1 { body(0); return }
         callerLock.lock()
         defer { callerLock.unlock() }
+        if let thenPrefetch {
+            planCount &+= 1
+            for i in 0..<threadCount {
+                idleRegions[i] = thenPrefetch(i)
+                idleRegions[i].plan = planCount
+            }
+        }
         withoutActuallyEscaping(body) { escapable in
             job = escapable
             remaining.store(threadCount - 1, ordering: .relaxed)
@@ -80,27 +99,45 @@ public final class WorkerPool: @unchecked Sendable {
                 pthread_mutex_unlock(mutex)
             }
             escapable(0)
-            while remaining.load(ordering: .acquiring) > 0 {}
+            var region = idleRegions[0]
+            while remaining.load(ordering: .acquiring) > 0 {
+                if !region.prefetchSome() { while remaining.load(ordering: .acquiring) > 0 {} }
+            }
+            idleRegions[0] = region
             job = nil
         }
     }
 
     /// Splits `0..<count` into `threadCount` contiguous chunks whose starts are multiples of `alignment`
     /// and runs `body(range)` for each non-empty chunk in parallel.
-    public func parallelFor(_ count: Int, alignment: Int = 1, _ body: (Range<Int>) -> Void) {
+    public func parallelFor(
+        _ count: Int, alignment: Int = 1, thenPrefetch: ((Int) -> IdleRegion)? = nil, _ body: (Range<Int>) -> Void
+    ) {
         let parts = min(threadCount, max(1, count / max(alignment, 1)))
         if parts <= 1 { if count > 0 { body(0..<count) }; return }
+        run({ index in
+            guard index < parts, let range = chunk(index, of: count, alignment: alignment, parts: parts) else { return }
+            body(range)
+        }, thenPrefetch: thenPrefetch)
+    }
+
+    /// Thread `index`'s share of `0..<count` in `parallelFor` (nil when it gets none).
+    public func chunk(_ index: Int, of count: Int, alignment: Int = 1) -> Range<Int>? {
+        let parts = min(threadCount, max(1, count / max(alignment, 1)))
+        if parts <= 1 { return index == 0 && count > 0 ? 0..<count : nil }
+        return index < parts ? chunk(index, of: count, alignment: alignment, parts: parts) : nil
+    }
+
+    private func chunk(_ index: Int, of count: Int, alignment: Int, parts: Int) -> Range<Int>? {
         let units = (count + alignment - 1) / alignment
-        run { index in
-            guard index < parts else { return }
-            let lo = min(count, (units * index / parts) * alignment)
-            let hi = min(count, (units * (index + 1) / parts) * alignment)
-            if lo < hi { body(lo..<hi) }
-        }
+        let lo = min(count, (units * index / parts) * alignment)
+        let hi = min(count, (units * (index + 1) / parts) * alignment)
+        return lo < hi ? lo..<hi : nil
     }
 
     private func workerLoop(index: Int) {
         var seen = 0
+        var region = IdleRegion(), callerRegion = IdleRegion()
         while true {
             var spins = 0
             var spinStart = 0.0
@@ -122,7 +159,41 @@ public final class WorkerPool: @unchecked Sendable {
             }
             seen = generation.load(ordering: .acquiring)
             job?(index)
+            // Read before the job is released: the caller may set the next job's regions right after. A job without
+            // regions (attention) leaves the worker where it was in the last one.
+            if idleRegions[index].plan != region.plan {
+                region = idleRegions[index]
+                if index == 1 { callerRegion = idleRegions[0] }
+            }
             remaining.subtract(1, ordering: .releasing)
+            while generation.load(ordering: .relaxed) == seen {
+                let mine = region.prefetchSome(), caller = index == 1 && callerRegion.prefetchSome()
+                if !mine && !caller { break }
+            }
         }
+    }
+}
+
+/// Memory a pool thread reads into the cache while it has no work: `start..<end`, advanced as it goes.
+public struct IdleRegion: Sendable {
+    nonisolated(unsafe) var next: UnsafeRawPointer?
+    nonisolated(unsafe) var end: UnsafeRawPointer?
+    /// Which `run` set it.
+    var plan = 0
+
+    public init() {}
+
+    public init(_ start: UnsafeRawPointer, byteCount: Int) {
+        next = start
+        end = start + byteCount
+    }
+
+    /// Prefetches the next 8 cache lines; false when the region is done.
+    @inline(__always)
+    mutating func prefetchSome() -> Bool {
+        guard let p = next, let end, p < end else { return false }
+        for line in 0..<8 { prefetchLine(p + 64 * line) }
+        next = p + 512
+        return true
     }
 }

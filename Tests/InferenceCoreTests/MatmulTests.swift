@@ -151,4 +151,72 @@ final class WorkerPoolTests: XCTestCase {
         }
         XCTAssertEqual(mismatches.load(ordering: .relaxed), 0)
     }
+
+    func testChunkIsTheShareParallelForGivesEachThread() {
+        for threads in 1...4 {
+            let pool = WorkerPool(threadCount: threads)
+            for (count, alignment) in [(0, 16), (7, 16), (16, 16), (33, 16), (640, 16), (8192, 16), (100, 1), (5, 64), (1024, 64)] {
+                let seen = Mutex<[Int: Range<Int>]>([:])
+                pool.parallelFor(count, alignment: alignment) { range in
+                    let index = (0..<threads).first { pool.chunk($0, of: count, alignment: alignment) == range }
+                    seen.withLock { $0[index ?? -1] = range }
+                }
+                let expected = Dictionary(uniqueKeysWithValues: (0..<threads).compactMap { i in
+                    pool.chunk(i, of: count, alignment: alignment).map { (i, $0) }
+                })
+                XCTAssertEqual(seen.withLock { $0 }, expected, "threads \(threads) count \(count) alignment \(alignment)")
+                XCTAssertEqual(expected.values.map(\.count).reduce(0, +), count)
+            }
+        }
+    }
+
+    func testReadingAheadIntoTheNextWeightChangesNoProduct() {
+        // The hint only prefetches; products with and without it, F32 and BF16 next weights, any row count.
+        let pool = WorkerPool(threadCount: 2)
+        let n = 96, k = 160
+        let weight = Tensor(shape: [n, k], values: randomVector(n * k, seed: 5))
+        let next = Tensor(shape: [200, k], values: randomVector(200 * k, seed: 6).map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) })
+        let nextHalf = Tensor(shape: [200, k], values: next.array)
+        XCTAssertTrue(nextHalf.keepBF16Copy())
+        for m in [1, 5, 7, 12] {
+            let a = randomVector(m * k, seed: UInt64(m))
+            func product(_ next: Tensor?) -> [Float] {
+                var c = [Float](repeating: .nan, count: m * n)
+                a.withUnsafeBufferPointer { ap in
+                    c.withUnsafeMutableBufferPointer {
+                        matmul(ap.baseAddress!, rows: m, weight: weight, into: $0.baseAddress!, pool: pool, next: next)
+                    }
+                }
+                return c
+            }
+            let plain = product(nil)
+            XCTAssertEqual(product(next), plain, "m=\(m)")
+            XCTAssertEqual(product(nextHalf), plain, "m=\(m) BF16")
+        }
+    }
+
+    func testAnIdleRegionCoversItsBytesOnceAndThenStops() {
+        let bytes = UnsafeMutableRawPointer.allocate(byteCount: 5000, alignment: 64)
+        defer { bytes.deallocate() }
+        var region = IdleRegion(bytes, byteCount: 5000)
+        var calls = 0
+        while region.prefetchSome() { calls += 1 }
+        XCTAssertEqual(calls, (5000 + 511) / 512)  // 8 lines a call
+        XCTAssertFalse(region.prefetchSome())
+        var empty = IdleRegion()
+        XCTAssertFalse(empty.prefetchSome())
+    }
+
+    func testTheShareOfTheNextWeightIsWhatThatThreadWillStream() {
+        let pool = WorkerPool(threadCount: 2)
+        let weight = Tensor(shape: [640, 384], values: [Float](repeating: 1, count: 640 * 384))
+        let share = streamingShare(of: weight, thread: 1, pool: pool)
+        let rows = pool.chunk(1, of: 640, alignment: 16)!
+        XCTAssertEqual(share.next, UnsafeRawPointer(weight.data + rows.lowerBound * 384))
+        XCTAssertEqual(share.end! - share.next!, min(idlePrefetchBytes, rows.count * 384 * 4))
+        XCTAssertTrue(weight.keepBF16Copy())
+        let half = streamingShare(of: weight, thread: 1, pool: pool)
+        XCTAssertEqual(half.next, UnsafeRawPointer(weight.bf16! + rows.lowerBound * 384))
+        XCTAssertEqual(half.end! - half.next!, min(idlePrefetchBytes, rows.count * 384 * 2))
+    }
 }
