@@ -47,11 +47,11 @@ public func matmul(
         // that (half the bytes, the same values).
         let prefetch = next.map { next in { (thread: Int) in streamingShare(of: next, thread: thread, pool: pool) } }
         if let half = weight.bf16 {
-            pool.parallelFor(n, alignment: 16, thenPrefetch: prefetch) { range in
+            pool.parallelForSharingTails(n, alignment: 16, tailPercent: sharedTailPercent, thenPrefetch: prefetch) { range in
                 streamingMatmul(a, m: m, k: k, weight: UnsafePointer(half), outputs: range, c: c, ldc: n)
             }
         } else {
-            pool.parallelFor(n, alignment: 16, thenPrefetch: prefetch) { range in
+            pool.parallelForSharingTails(n, alignment: 16, tailPercent: sharedTailPercent, thenPrefetch: prefetch) { range in
                 streamingMatmul(a, m: m, k: k, weight: UnsafePointer(weight.data), outputs: range, c: c, ldc: n)
             }
         }
@@ -87,6 +87,14 @@ func streamingShare(of weight: Tensor, thread: Int, pool: WorkerPool) -> IdleReg
     let bytes = min(idlePrefetchBytes, rows.count * weight.columns * element)
     return IdleRegion(base + rows.lowerBound * weight.columns * element, byteCount: bytes)
 }
+
+/// The part of each thread's share of a streaming matmul that a thread done early may take over, in percent
+/// (`WorkerPool.parallelForSharingTails`; `SPECSERVE_SHARED_TAIL` overrides, 0 turns it off). The two halves of a
+/// matmul finish a few µs apart at random, and perf showed the caller spinning at the joins for 13–16 % of a
+/// run's samples. Measured on the shipped target, toggled in one process against 0, medians of 21 pairs, six runs
+/// each: 6 % decode 0.97–1.01×, 5-row verify 0.93–1.01× (median 0.97×); 12 % 0.93–1.04× / 0.93–1.03×; 25 % and
+/// more within noise or slower (each piece is a separate kernel call that starts its prefetching afresh).
+let sharedTailPercent = ProcessInfo.processInfo.environment["SPECSERVE_SHARED_TAIL"].flatMap(Int.init) ?? 6
 
 typealias Vec = SIMD16<Float>
 let vecWidth = 16

@@ -28,6 +28,8 @@ public final class WorkerPool: @unchecked Sendable {
     /// Per thread, the memory it reads into the cache while it waits (`run(_:thenPrefetch:)`): start and end.
     private let idleRegions: UnsafeMutablePointer<IdleRegion>
     nonisolated(unsafe) private var planCount = 0
+    /// Per thread, how many pieces of its share's tail have been claimed (`parallelForSharingTails`).
+    private let claims: UnsafeMutablePointer<Atomic<Int>>
     private var threads: [Thread] = []
     /// How long a worker spins for the next job before it sleeps. Long enough to cover the gaps between the
     /// kernels of one forward; short enough not to steal the core from OpenBLAS or other work for long.
@@ -45,6 +47,8 @@ public final class WorkerPool: @unchecked Sendable {
         condition = .allocate(capacity: 1)
         idleRegions = .allocate(capacity: self.threadCount)
         idleRegions.initialize(repeating: IdleRegion(), count: self.threadCount)
+        claims = .allocate(capacity: self.threadCount)
+        for i in 0..<self.threadCount { (claims + i).initialize(to: Atomic(0)) }
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(condition, nil)
         for index in 1..<self.threadCount {
@@ -65,6 +69,8 @@ public final class WorkerPool: @unchecked Sendable {
         condition.deallocate()
         mutex.deallocate()
         idleRegions.deallocate()
+        claims.deinitialize(count: threadCount)
+        claims.deallocate()
     }
 
     /// Runs `body(i)` for every `i` in `0..<threadCount`, one call per thread, and returns when all are done.
@@ -77,9 +83,15 @@ public final class WorkerPool: @unchecked Sendable {
     /// idling. It is only a hint: prefetches never fault and change no result. A job without one leaves the
     /// workers on their previous region.
     public func run(_ body: (Int) -> Void, thenPrefetch: ((Int) -> IdleRegion)? = nil) {
+        run(body, thenPrefetch: thenPrefetch, prepare: nil)
+    }
+
+    /// `run`, with `prepare` called under the job slot's lock before any thread starts (to reset shared state).
+    private func run(_ body: (Int) -> Void, thenPrefetch: ((Int) -> IdleRegion)?, prepare: (() -> Void)?) {
         if threadCount == 1 { body(0); return }
         callerLock.lock()
         defer { callerLock.unlock() }
+        prepare?()
         if let thenPrefetch {
             planCount &+= 1
             for i in 0..<threadCount {
@@ -119,6 +131,47 @@ public final class WorkerPool: @unchecked Sendable {
             guard index < parts, let range = chunk(index, of: count, alignment: alignment, parts: parts) else { return }
             body(range)
         }, thenPrefetch: thenPrefetch)
+    }
+
+    /// Like `parallelFor`, but the last `tailPercent` % of each thread's share is cut into pieces of `alignment`
+    /// that any thread may take once it has finished its own: the owner works through its share front to back, and a
+    /// thread that is done early takes pieces of the others' tails instead of waiting at the join. Every index is
+    /// still given to exactly one `body` call, so results do not depend on who computed them.
+    public func parallelForSharingTails(
+        _ count: Int, alignment: Int, tailPercent: Int, thenPrefetch: ((Int) -> IdleRegion)? = nil,
+        _ body: (Range<Int>) -> Void
+    ) {
+        let parts = min(threadCount, max(1, count / max(alignment, 1)))
+        if parts <= 1 || tailPercent <= 0 {
+            parallelFor(count, alignment: alignment, thenPrefetch: thenPrefetch, body)
+            return
+        }
+        // Share i: whole units of `alignment` from its start up to `tailStart`, then tail pieces of one unit each.
+        func tail(_ i: Int) -> (start: Int, pieces: Int, end: Int) {
+            let share = chunk(i, of: count, alignment: alignment, parts: parts)!
+            let units = (share.count + alignment - 1) / alignment
+            let tailUnits = units * tailPercent / 100
+            return (share.upperBound - min(share.count, tailUnits * alignment), tailUnits, share.upperBound)
+        }
+        run({ index in
+            guard index < parts else { return }
+            let own = chunk(index, of: count, alignment: alignment, parts: parts)!
+            let first = tail(index)
+            if own.lowerBound < first.start { body(own.lowerBound..<first.start) }
+            for step in 0..<parts {
+                let j = (index + step) % parts
+                let t = step == 0 ? first : tail(j)
+                while true {
+                    let piece = claims[j].add(1, ordering: .relaxed).oldValue
+                    if piece >= t.pieces { break }
+                    let lo = t.start + piece * alignment
+                    body(lo..<min(t.end, lo + alignment))
+                }
+            }
+        }, thenPrefetch: thenPrefetch, prepare: {
+            // Under the job lock (another caller's job may still be claiming), published by the generation bump.
+            for i in 0..<parts { self.claims[i].store(0, ordering: .relaxed) }
+        })
     }
 
     /// Thread `index`'s share of `0..<count` in `parallelFor` (nil when it gets none).

@@ -219,4 +219,25 @@ final class WorkerPoolTests: XCTestCase {
         XCTAssertEqual(half.next, UnsafeRawPointer(weight.bf16! + rows.lowerBound * 384))
         XCTAssertEqual(half.end! - half.next!, min(idlePrefetchBytes, rows.count * 384 * 2))
     }
+
+    func testSharedTailsGiveEveryIndexToExactlyOneCall() {
+        for threads in 1...4 {
+            let pool = WorkerPool(threadCount: threads)
+            for (count, alignment, percent) in [(640, 16, 6), (640, 16, 50), (8192, 16, 6), (1000, 16, 100), (33, 16, 6),
+                                                (16, 16, 50), (7, 1, 40), (0, 16, 6), (384, 16, 0)] {
+                for _ in 0..<20 {
+                    let hits = Mutex<[Int]>([Int](repeating: 0, count: count))
+                    let calls = Mutex<[Range<Int>]>([])
+                    pool.parallelForSharingTails(count, alignment: alignment, tailPercent: percent) { range in
+                        calls.withLock { $0.append(range) }
+                        hits.withLock { for i in range { $0[i] += 1 } }
+                    }
+                    XCTAssertEqual(hits.withLock { $0 }, [Int](repeating: 1, count: count),
+                                   "threads \(threads) count \(count) alignment \(alignment) tail \(percent) %")
+                    // Pieces start on the alignment, so the kernels' 16-output tiles stay whole.
+                    XCTAssertTrue(calls.withLock { $0 }.allSatisfy { $0.lowerBound % alignment == 0 })
+                }
+            }
+        }
+    }
 }
