@@ -146,7 +146,7 @@ public final class WorkerPool: @unchecked Sendable {
             parallelFor(count, alignment: alignment, thenPrefetch: thenPrefetch, body)
             return
         }
-        // Share i: whole units of `alignment` from its start up to `tailStart`, then tail pieces of one unit each.
+        // Share i: its owner runs it from the start up to `start` in one call, then the tail in pieces of one unit each.
         func tail(_ i: Int) -> (start: Int, pieces: Int, end: Int) {
             let share = chunk(i, of: count, alignment: alignment, parts: parts)!
             let units = (share.count + alignment - 1) / alignment
@@ -227,7 +227,7 @@ public final class WorkerPool: @unchecked Sendable {
     }
 }
 
-/// Memory a pool thread reads into the cache while it has no work: `start..<end`, advanced as it goes.
+/// Memory a pool thread reads into the cache while it has no work: `next..<end`, `next` advancing as it goes.
 public struct IdleRegion: Sendable {
     nonisolated(unsafe) var next: UnsafeRawPointer?
     nonisolated(unsafe) var end: UnsafeRawPointer?
