@@ -92,7 +92,7 @@ func streamingShare(of weight: Tensor, thread: Int, pool: WorkerPool) -> IdleReg
 /// (`WorkerPool.parallelForSharingTails`; `SPECSERVE_SHARED_TAIL` overrides, 0 turns it off). The two halves of a
 /// matmul finish a few µs apart at random, and perf showed the caller spinning at the joins for 13–16 % of a
 /// run's samples. Measured on the shipped target, toggled in one process against 0, medians of 21 pairs, six runs
-/// each: 6 % decode 0.97–1.01×, 5-row verify 0.93–1.01× (median 0.97×); 12 % 0.93–1.04× / 0.93–1.03×; 25 % and
+/// each: 6 % decode 0.96–1.02× (median 0.98×), 5-row verify 0.93–1.01× (median 0.97×); 12 % 0.93–1.04× / 0.93–1.03×; 25 % and
 /// more within noise or slower (each piece is a separate kernel call that starts its prefetching afresh).
 let sharedTailPercent = ProcessInfo.processInfo.environment["SPECSERVE_SHARED_TAIL"].flatMap(Int.init) ?? 6
 

@@ -240,4 +240,23 @@ final class WorkerPoolTests: XCTestCase {
             }
         }
     }
+
+    func testAThreadDoneEarlyTakesTheOtherThreadsTailPieces() {
+        // Share 1's owner is held up in its first call; meanwhile the other thread must take share 1's tail.
+        let pool = WorkerPool(threadCount: 2)
+        let count = 640, alignment = 16
+        let share0 = pool.chunk(0, of: count, alignment: alignment)!, share1 = pool.chunk(1, of: count, alignment: alignment)!
+        let calls = Mutex<[(range: Range<Int>, thread: pthread_t)]>([])
+        pool.parallelForSharingTails(count, alignment: alignment, tailPercent: 50) { range in
+            if range.lowerBound == share1.lowerBound { usleep(50_000) }
+            calls.withLock { $0.append((range, pthread_self())) }
+        }
+        let all = calls.withLock { $0 }
+        let ownerOf0 = all.first { $0.range.lowerBound == share0.lowerBound }!.thread
+        let ownerOf1 = all.first { $0.range.lowerBound == share1.lowerBound }!.thread
+        XCTAssertNotEqual(ownerOf0, ownerOf1)
+        let tailOf1 = all.filter { share1.contains($0.range.lowerBound) && $0.range.lowerBound != share1.lowerBound }
+        XCTAssertFalse(tailOf1.isEmpty)
+        XCTAssertTrue(tailOf1.allSatisfy { $0.thread == ownerOf0 }, "the waiting thread left share 1's tail to its owner")
+    }
 }
